@@ -1,0 +1,42 @@
+"""gpt1: the GPT-1 decoder (Radford et al., 2018) as a Hugging Face model package.
+
+Importing the package registers the GPT-1 classes with transformers' Auto classes, so installed
+users load gpt1 checkpoints without `trust_remote_code`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+)
+
+from .convert import convert_openai_gpt
+from .model import (
+    GPT1Config,
+    GPT1ForCausalLM,
+    GPT1ForMultipleChoice,
+    GPT1ForSequenceClassification,
+    GPT1Model,
+    GPT1PreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(GPT1Config.model_type, GPT1Config, exist_ok=True)
+AutoModel.register(GPT1Config, GPT1Model, exist_ok=True)
+AutoModelForCausalLM.register(GPT1Config, GPT1ForCausalLM, exist_ok=True)
+AutoModelForSequenceClassification.register(GPT1Config, GPT1ForSequenceClassification, exist_ok=True)
+AutoModelForMultipleChoice.register(GPT1Config, GPT1ForMultipleChoice, exist_ok=True)
+
+__all__ = [
+    "GPT1Config",
+    "GPT1ForCausalLM",
+    "GPT1ForMultipleChoice",
+    "GPT1ForSequenceClassification",
+    "GPT1Model",
+    "GPT1PreTrainedModel",
+    "__version__",
+    "convert_openai_gpt",
+]

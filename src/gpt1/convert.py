@@ -1,0 +1,120 @@
+"""Convert transformers' `openai-gpt` checkpoints (the published GPT-1 weights) to the gpt1 format."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+from .model import GPT1Config, GPT1ForCausalLM
+
+logger = logging.getLogger(__name__)
+
+# openai-gpt's `afn` names → transformers activation names. openai-gpt's "gelu" is the tanh approximation.
+_ACTIVATIONS = {"gelu": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu", "swish": "silu"}
+
+# openai-gpt parameter name (inside a block) → gpt1 name, and whether it is a Conv1D weight ([in, out]) to transpose.
+_BLOCK_PARAMETERS = {
+    "attn.c_attn.weight": ("attn.qkv_proj.weight", True),
+    "attn.c_attn.bias": ("attn.qkv_proj.bias", False),
+    "attn.c_proj.weight": ("attn.out_proj.weight", True),
+    "attn.c_proj.bias": ("attn.out_proj.bias", False),
+    "ln_1.weight": ("attn_norm.weight", False),
+    "ln_1.bias": ("attn_norm.bias", False),
+    "mlp.c_fc.weight": ("mlp.up_proj.weight", True),
+    "mlp.c_fc.bias": ("mlp.up_proj.bias", False),
+    "mlp.c_proj.weight": ("mlp.down_proj.weight", True),
+    "mlp.c_proj.bias": ("mlp.down_proj.bias", False),
+    "ln_2.weight": ("mlp_norm.weight", False),
+    "ln_2.bias": ("mlp_norm.bias", False),
+}
+
+
+def gpt1_config_from_openai(config: OpenAIGPTConfig) -> GPT1Config:
+    """The GPT1Config with the same architecture as an `openai-gpt` config."""
+    if config.afn not in _ACTIVATIONS:
+        raise ValueError(f"openai-gpt activation {config.afn!r} has no gpt1 equivalent; known: {sorted(_ACTIVATIONS)}.")
+    return GPT1Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        activation_function=_ACTIVATIONS[config.afn],
+        resid_pdrop=config.resid_pdrop,
+        embd_pdrop=config.embd_pdrop,
+        attn_pdrop=config.attn_pdrop,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        initializer_range=config.initializer_range,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+    )
+
+
+def gpt1_state_dict_from_openai(state_dict: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
+    """Rename (and transpose Conv1D weights of) an `OpenAIGPTLMHeadModel` state dict for `GPT1ForCausalLM`."""
+    state_dict = {name.removeprefix("transformer."): tensor for name, tensor in state_dict.items()}
+    converted = {
+        "transformer.token_embeddings.weight": state_dict["tokens_embed.weight"],
+        "transformer.position_embeddings.weight": state_dict["positions_embed.weight"],
+    }
+    for layer in range(n_layer):
+        for old, (new, transpose) in _BLOCK_PARAMETERS.items():
+            tensor = state_dict[f"h.{layer}.{old}"]
+            converted[f"transformer.blocks.{layer}.{new}"] = tensor.t().contiguous() if transpose else tensor
+    return converted
+
+
+def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revision: str | None = None) -> Path:
+    """Convert an `openai-gpt` checkpoint (a folder or Hub repo id) to a gpt1 folder at `dst`.
+
+    The folder holds safetensors weights, config.json with `auto_map`, the remote-code files, the
+    generation config and, when the source has one, the source's tokenizer. Returns `dst`.
+    """
+    src, dst = str(src), Path(dst)
+    if os.path.isfile(src):
+        raise ValueError(f"SRC must be a folder or a Hub repo id of an openai-gpt checkpoint, got the file {src!r}.")
+    looks_local = os.path.isabs(src) or src.startswith(".") or src.count("/") > 1
+    if looks_local and not os.path.isdir(src):
+        raise FileNotFoundError(f"No openai-gpt checkpoint folder at {src!r}.")
+    source_config = AutoConfig.from_pretrained(src, revision=revision)
+    if not isinstance(source_config, OpenAIGPTConfig):
+        raise ValueError(
+            f"{src!r} has model_type {source_config.model_type!r}; "
+            "`gpt1 convert` converts 'openai-gpt' checkpoints only."
+        )
+    source = OpenAIGPTLMHeadModel.from_pretrained(src, revision=revision or "main", dtype=torch.float32)
+
+    config = gpt1_config_from_openai(source_config)
+    model = GPT1ForCausalLM(config)
+    state_dict = gpt1_state_dict_from_openai(source.state_dict(), config.n_layer)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    # The LM head is tied to the token embeddings, so it is the only key the source need not provide.
+    if set(missing) - {"lm_head.weight"} or unexpected:
+        raise ValueError(f"Conversion left weights unmatched: missing {missing}, unexpected {unexpected}.")
+    model.tie_weights()
+
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+    tokenizer = _load_source_tokenizer(src, revision)
+    if tokenizer is None:
+        logger.warning("%s has no tokenizer to carry over; add one to %s before generating text.", src, dst)
+    else:
+        tokenizer.model_max_length = config.n_positions
+        tokenizer.save_pretrained(dst)
+    return dst
+
+
+def _load_source_tokenizer(src: str, revision: str | None):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
+    except (OSError, ValueError):
+        return None
+    # Without vocabulary files transformers still builds a tokenizer, holding only its special tokens.
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        return None
+    return tokenizer

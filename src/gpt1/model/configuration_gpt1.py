@@ -1,0 +1,123 @@
+"""Configuration of a GPT-1 decoder (Radford et al., 2018).
+
+This file is shipped next to the weights as Hugging Face remote code, so it imports only the
+standard library and `transformers`.
+"""
+
+from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
+
+# Every head the package provides, as `auto_map` entries. `save_pretrained` writes them into
+# config.json so that each Auto class finds its head with `trust_remote_code=True`.
+GPT1_AUTO_MAP = {
+    "AutoConfig": "configuration_gpt1.GPT1Config",
+    "AutoModel": "modeling_gpt1.GPT1Model",
+    "AutoModelForCausalLM": "modeling_gpt1.GPT1ForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_gpt1.GPT1ForSequenceClassification",
+    "AutoModelForMultipleChoice": "modeling_gpt1.GPT1ForMultipleChoice",
+}
+
+
+class GPT1Config(PretrainedConfig):
+    r"""Sizes and training switches of a GPT-1 model. The defaults are the paper's.
+
+    Args:
+        vocab_size: Number of token embeddings (GPT-1: 40478 BPE tokens).
+        n_positions: Longest sequence the learned position embeddings cover (the context).
+        n_embd: Width of the residual stream.
+        n_layer: Number of transformer blocks.
+        n_head: Attention heads per block; must divide `n_embd`.
+        n_inner: Width of the feed-forward layer; `None` means 4 × `n_embd`.
+        activation_function: Feed-forward non-linearity, any name in `transformers.activations.ACT2FN`.
+            The default is GPT-1's GELU (the tanh approximation) computed by PyTorch's fused kernel.
+        resid_pdrop: Dropout on each residual branch (attention output and feed-forward output).
+        embd_pdrop: Dropout on the sum of token and position embeddings.
+        attn_pdrop: Dropout on the attention probabilities.
+        layer_norm_epsilon: Epsilon of every LayerNorm.
+        initializer_range: Standard deviation of the N(0, σ) weight initialisation.
+        tie_word_embeddings: Share the input embedding matrix with the output projection.
+        use_cache: Return key/value caches so generation does not recompute the prefix.
+        classifier_dropout: Dropout before the classification heads' linear layer.
+        auxiliary_lm_loss_weight: λ in GPT-1's fine-tuning objective L3 = L2 + λ·L1: the weight of the
+            language-modelling loss added to the task loss of the classification heads. 0 turns it off.
+    """
+
+    model_type = "gpt1"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "n_embd",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+        "max_position_embeddings": "n_positions",
+        "intermediate_size": "n_inner",
+        "hidden_act": "activation_function",
+    }
+
+    vocab_size: int = 40478
+    n_positions: int = 512
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None
+    activation_function: str = "gelu_pytorch_tanh"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    classifier_dropout: float = 0.1
+    auxiliary_lm_loss_weight: float = 0.5
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.n_inner is None:
+            self.n_inner = 4 * self.n_embd
+        if getattr(self, "auto_map", None) is None:
+            self.auto_map = dict(GPT1_AUTO_MAP)
+        self.check_values()
+
+    def check_values(self) -> None:
+        """Raise a `ValueError` naming the field and its value for any size or rate a model cannot have."""
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPT1Config.{name} must be a positive integer, got {value!r}.")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"GPT1Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"choose n_head among the divisors of {self.n_embd}, e.g. {_nearest_divisor(self.n_embd, self.n_head)}."
+            )
+        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "classifier_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"GPT1Config.{name} is a dropout probability and must be in [0, 1), got {value!r}.")
+        if self.activation_function not in ACT2FN:
+            raise ValueError(
+                f"GPT1Config.activation_function {self.activation_function!r} is unknown; "
+                f"use one of {sorted(ACT2FN)} (GPT-1 used 'gelu_pytorch_tanh')."
+            )
+        if not isinstance(self.layer_norm_epsilon, (int, float)) or self.layer_norm_epsilon <= 0:
+            raise ValueError(f"GPT1Config.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}.")
+        if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
+            raise ValueError(f"GPT1Config.initializer_range must be >= 0, got {self.initializer_range!r}.")
+        weight = self.auxiliary_lm_loss_weight
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"GPT1Config.auxiliary_lm_loss_weight must be >= 0 (GPT-1 used 0.5), got {weight!r}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def _nearest_divisor(number: int, near: int) -> int:
+    return min((d for d in range(1, number + 1) if number % d == 0), key=lambda d: abs(d - near))
+
+
+GPT1Config.register_for_auto_class()
+
+__all__ = ["GPT1_AUTO_MAP", "GPT1Config"]

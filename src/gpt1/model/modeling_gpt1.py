@@ -1,0 +1,548 @@
+"""GPT-1 (Radford et al., 2018, "Improving Language Understanding by Generative Pre-Training").
+
+A decoder-only transformer: token embeddings plus learned position embeddings, then blocks of
+causal multi-head self-attention and a GELU feed-forward, each followed by a residual add and a
+LayerNorm (post-LN, as in the original transformer). There is no final LayerNorm, and the output
+projection shares its weights with the token embeddings.
+
+This file is shipped next to the weights as Hugging Face remote code, so it imports only the
+standard library, `torch`, `transformers` and its sibling `configuration_gpt1.py`.
+"""
+
+from collections.abc import Callable
+from typing import cast
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.loss.loss_utils import ForCausalLMLoss
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    MultipleChoiceModelOutput,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.utils import can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_gpt1 import GPT1Config
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(query · keyᵀ · scaling + mask) · value, written out so the weights can be returned.
+
+    `query`, `key` and `value` are `[batch, heads, seq, head_dim]`; `attention_mask` is the additive
+    `[batch, 1, query, key]` mask from `create_causal_mask` (0 where allowed, the dtype's minimum
+    where not). Returns the output as `[batch, query, heads, head_dim]` and the attention weights.
+    """
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    else:
+        # No mask was built (single query or no padding): apply causality here.
+        query_len, key_len = attn_weights.shape[-2:]
+        future = torch.ones(query_len, key_len, dtype=torch.bool, device=attn_weights.device).triu(
+            key_len - query_len + 1
+        )
+        attn_weights = attn_weights.masked_fill(future, torch.finfo(attn_weights.dtype).min)
+    # Softmax in fp32 for stability under mixed precision, then back to the value dtype.
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(value.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class GPT1Attention(nn.Module):
+    """Causal multi-head self-attention with one fused query/key/value projection."""
+
+    def __init__(self, config: GPT1Config, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.attention_dropout = config.attn_pdrop
+        # One matmul for query, key and value: rows [0, E) are the query, [E, 2E) the key, [2E, 3E) the value.
+        self.qkv_proj = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.out_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_len, embed_dim = hidden_states.shape
+        heads_shape = (batch_size, seq_len, self.num_heads, self.head_dim)
+        query, key, value = self.qkv_proj(hidden_states).split(embed_dim, dim=-1)
+        query = query.view(heads_shape).transpose(1, 2)
+        key = key.view(heads_shape).transpose(1, 2)
+        value = value.view(heads_shape).transpose(1, 2)
+
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(batch_size, seq_len, embed_dim)
+        attn_output = self.resid_dropout(self.out_proj(attn_output))
+        return attn_output, attn_weights
+
+
+class GPT1MLP(nn.Module):
+    """Position-wise feed-forward: expand to `n_inner`, GELU, project back."""
+
+    def __init__(self, config: GPT1Config):
+        super().__init__()
+        inner_size = config.n_inner or 4 * config.n_embd
+        self.up_proj = nn.Linear(config.n_embd, inner_size)
+        self.act = ACT2FN[config.activation_function]
+        self.down_proj = nn.Linear(inner_size, config.n_embd)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(self.act(self.up_proj(hidden_states))))
+
+
+class GPT1Block(GradientCheckpointingLayer):
+    """Post-LN transformer block: x = LN(x + attn(x)); x = LN(x + mlp(x))."""
+
+    def __init__(self, config: GPT1Config, layer_idx: int):
+        super().__init__()
+        self.attn = GPT1Attention(config, layer_idx)
+        self.attn_norm = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = GPT1MLP(config)
+        self.mlp_norm = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attn_output, _ = self.attn(
+            hidden_states, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
+        )
+        hidden_states = self.attn_norm(hidden_states + attn_output)
+        hidden_states = self.mlp_norm(hidden_states + self.mlp(hidden_states))
+        return hidden_states
+
+
+class GPT1PreTrainedModel(PreTrainedModel):
+    config_class = GPT1Config
+    config: GPT1Config
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GPT1Block"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": GPT1Block,
+        "attentions": OutputRecorder(GPT1Attention, index=1),
+    }
+
+
+class GPT1Model(GPT1PreTrainedModel):
+    """The bare decoder: returns the last block's hidden states (there is no final LayerNorm)."""
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        config.check_values()
+        self.token_embeddings = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embeddings = nn.Embedding(config.n_positions, config.n_embd)
+        self.embed_dropout = nn.Dropout(config.embd_pdrop)
+        self.blocks = nn.ModuleList([GPT1Block(config, layer_idx) for layer_idx in range(config.n_layer)])
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.token_embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.token_embeddings = cast(nn.Embedding, new_embeddings)
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        input_ids: `[batch, seq]` token ids, each in `[0, vocab_size)`.
+        attention_mask: `[batch, past + seq]`, 1 for real tokens and 0 for padding (left or right).
+        position_ids: `[batch, seq]`; by default counted from the first real token of each row, so a
+            left-padded prompt gets the same positions as the same prompt alone.
+        past_key_values: a `Cache` from a previous call (generation); a new `DynamicCache` is made
+            when `use_cache` is on and none is given.
+        inputs_embeds: `[batch, seq, n_embd]`, instead of `input_ids`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            self._check_input_ids(input_ids)
+            inputs_embeds = self.token_embeddings(input_ids)
+        inputs_embeds = cast(torch.Tensor, inputs_embeds)
+        batch_size, seq_len = inputs_embeds.shape[:2]
+
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        self._check_lengths(batch_size, past_len, seq_len, attention_mask)
+
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2:
+                # Count positions from each row's first real token; padding sits at position 0.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+            else:
+                position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+
+        hidden_states = self.embed_dropout(inputs_embeds + self.position_embeddings(position_ids))
+        for block in self.blocks:
+            hidden_states = block(
+                hidden_states,
+                attention_mask=causal_mask,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                **kwargs,
+            )
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+
+    def _check_input_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}.")
+        if input_ids.numel() == 0 or torch.compiler.is_compiling():
+            return
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"input_ids contains token id {bad}, outside this model's vocabulary [0, {self.config.vocab_size}). "
+                "Use the tokenizer the model was trained with, or resize the embeddings with "
+                "model.resize_token_embeddings(len(tokenizer))."
+            )
+
+    def _check_lengths(self, batch_size: int, past_len: int, seq_len: int, attention_mask: torch.Tensor | None) -> None:
+        if past_len + seq_len > self.config.n_positions:
+            raise ValueError(
+                f"Sequence too long: {past_len} cached + {seq_len} new tokens = {past_len + seq_len}, but this "
+                f"model's context (n_positions) is {self.config.n_positions}. Truncate the input, or generate "
+                f"with max_length <= {self.config.n_positions}."
+            )
+        if attention_mask is not None and attention_mask.dim() == 2:
+            expected = (batch_size, past_len + seq_len)
+            if tuple(attention_mask.shape) != expected:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected {expected} "
+                    f"([batch, cached + new tokens] = [{batch_size}, {past_len} + {seq_len}])."
+                )
+
+
+class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
+    """GPT-1 with its language-modelling head (the token embeddings, transposed)."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.token_embeddings.weight"}
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels: `[batch, seq]` next-token targets, unshifted (pass `labels=input_ids`); -100 is ignored.
+        logits_to_keep: compute logits for only the last N positions (0 keeps all); generation uses 1.
+        """
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(cast(torch.Tensor, outputs.last_hidden_state), logits_to_keep)
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class _GPT1TaskHead(GPT1PreTrainedModel):
+    """Shared parts of GPT-1's fine-tuning heads.
+
+    GPT-1 classifies from the hidden state of the sequence's last token (its extract token), and
+    adds the language-modelling loss on the input text, weighted by `auxiliary_lm_loss_weight`.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.token_embeddings.weight"}
+    # Task losses are per-batch means; Trainer must scale them for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: GPT1Config, num_outputs: int):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.classifier_dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.n_embd, num_outputs)
+        self.post_init()
+
+    def _last_token_states(
+        self, hidden_states: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Hidden state of each row's last real token, for left or right padding."""
+        batch_size, seq_len = hidden_states.shape[:2]
+        if attention_mask is not None and attention_mask.dim() == 2:
+            is_real = attention_mask[:, -seq_len:].to(torch.bool)
+        elif input_ids is not None and self.config.pad_token_id is not None:
+            is_real = input_ids != self.config.pad_token_id
+        else:
+            return hidden_states[:, -1]
+        positions = torch.arange(seq_len, device=hidden_states.device)
+        last_real = (positions * is_real.to(hidden_states.device)).argmax(-1)
+        return hidden_states[torch.arange(batch_size, device=hidden_states.device), last_real]
+
+    def _auxiliary_lm_loss(
+        self, hidden_states: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The LM loss L1 on the task's own text, or None when it is switched off or cannot be formed."""
+        if self.config.auxiliary_lm_loss_weight == 0 or input_ids is None:
+            return None
+        lm_labels = input_ids
+        if attention_mask is not None and attention_mask.dim() == 2:
+            lm_labels = input_ids.masked_fill(attention_mask[:, -input_ids.shape[1] :] == 0, -100)
+        elif self.config.pad_token_id is not None:
+            lm_labels = input_ids.masked_fill(input_ids == self.config.pad_token_id, -100)
+        lm_loss = ForCausalLMLoss(
+            logits=self.lm_head(hidden_states), labels=lm_labels, vocab_size=self.config.vocab_size
+        )
+        return self.config.auxiliary_lm_loss_weight * lm_loss
+
+
+class GPT1ForSequenceClassification(_GPT1TaskHead):
+    """GPT-1 with a linear classifier on the last real token, for classification, entailment and similarity.
+
+    Like the stock heads, `config.problem_type` selects regression (MSE), single-label (cross-entropy)
+    or multi-label (BCE) and is inferred from `num_labels` and the labels' dtype when unset.
+    """
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config, num_outputs=int(config.num_labels or 2))
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        r"""
+        labels: `[batch]` class ids, `[batch]` floats (regression, `num_labels == 1`) or
+            `[batch, num_labels]` multi-hot floats (multi-label).
+        """
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = cast(torch.Tensor, outputs.last_hidden_state)
+        pooled = self._last_token_states(hidden_states, input_ids, attention_mask)
+        logits = self.classifier(self.classifier_dropout(pooled))
+
+        loss = None
+        if labels is not None:
+            loss = self._task_loss(logits, labels)
+            lm_loss = self._auxiliary_lm_loss(hidden_states, input_ids, attention_mask)
+            if lm_loss is not None:
+                loss = loss + lm_loss
+
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        num_labels = int(self.config.num_labels or 2)
+        labels = labels.to(logits.device)
+        if self.config.problem_type is None:
+            if num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+        if self.config.problem_type == "single_label_classification":
+            if not torch.compiler.is_compiling():
+                low, high = int(labels.min()), int(labels.max())
+                if low < 0 or high >= num_labels:
+                    raise ValueError(
+                        f"labels contain class {low if low < 0 else high}, but the model has num_labels={num_labels} "
+                        f"(classes 0..{num_labels - 1}). Set num_labels (and id2label) to cover every class."
+                    )
+            return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class GPT1ForMultipleChoice(_GPT1TaskHead):
+    """GPT-1 for multiple choice: each choice is its own sequence; a linear layer scores its last token.
+
+    Inputs are `[batch, num_choices, seq]`; logits are `[batch, num_choices]`; labels are the index of
+    the right choice, scored with cross-entropy over the choices plus the auxiliary LM loss.
+    """
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config, num_outputs=1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MultipleChoiceModelOutput:
+        r"""
+        input_ids: `[batch, num_choices, seq]`.
+        labels: `[batch]`, the index of the right choice.
+        """
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None or reference.dim() < 3:
+            shape = None if reference is None else tuple(reference.shape)
+            raise ValueError(f"GPT1ForMultipleChoice expects inputs of shape [batch, num_choices, seq], got {shape}.")
+        batch_size, num_choices = reference.shape[:2]
+
+        def flatten(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.reshape(batch_size * num_choices, *tensor.shape[2:])
+
+        flat_input_ids, flat_mask = flatten(input_ids), flatten(attention_mask)
+        outputs: BaseModelOutputWithPast = self.transformer(
+            flat_input_ids,
+            attention_mask=flat_mask,
+            position_ids=flatten(position_ids),
+            inputs_embeds=flatten(inputs_embeds),
+            use_cache=False,
+            **kwargs,
+        )
+        hidden_states = cast(torch.Tensor, outputs.last_hidden_state)
+        pooled = self._last_token_states(hidden_states, flat_input_ids, flat_mask)
+        logits = self.classifier(self.classifier_dropout(pooled)).view(batch_size, num_choices)
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if not torch.compiler.is_compiling():
+                low, high = int(labels.min()), int(labels.max())
+                if low < 0 or high >= num_choices:
+                    raise ValueError(
+                        f"labels contain choice {low if low < 0 else high}, but each example has {num_choices} "
+                        f"choices (0..{num_choices - 1})."
+                    )
+            loss = nn.functional.cross_entropy(logits, labels.view(-1))
+            lm_loss = self._auxiliary_lm_loss(hidden_states, flat_input_ids, flat_mask)
+            if lm_loss is not None:
+                loss = loss + lm_loss
+
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+GPT1Model.register_for_auto_class("AutoModel")
+GPT1ForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+GPT1ForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+GPT1ForMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
+
+__all__ = [
+    "GPT1ForCausalLM",
+    "GPT1ForMultipleChoice",
+    "GPT1ForSequenceClassification",
+    "GPT1Model",
+    "GPT1PreTrainedModel",
+]
