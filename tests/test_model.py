@@ -253,3 +253,12 @@ class TestBadInput:
         ids = random_ids(config)
         with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
             model(ids, inputs_embeds=model.transformer.token_embeddings(ids))
+
+
+def test_no_cache_is_built_while_training(config):
+    model = GPT1ForCausalLM(config).train()
+    ids = random_ids(config)
+    assert model(ids, use_cache=True).past_key_values is None
+    cache = DynamicCache(config=config)
+    assert model(ids, past_key_values=cache, use_cache=True).past_key_values.get_seq_length() == ids.shape[1]
+    assert model.eval()(ids).past_key_values.get_seq_length() == ids.shape[1]

@@ -51,11 +51,11 @@ def eager_attention_forward(
     where not). Returns the output as `[batch, query, heads, head_dim]` and the attention weights.
     """
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    query_len, key_len = attn_weights.shape[-2:]
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
-    else:
-        # No mask was built (single query or no padding): apply causality here.
-        query_len, key_len = attn_weights.shape[-2:]
+    elif query_len > 1:
+        # No mask was built (no padding): apply causality here. A single query sees only its past anyway.
         future = torch.ones(query_len, key_len, dtype=torch.bool, device=attn_weights.device).triu(
             key_len - query_len + 1
         )
@@ -219,15 +219,20 @@ class GPT1Model(GPT1PreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        # No new cache while training: it would only copy every key and value and keep them alive
+        # (and under gradient checkpointing the blocks would drop it anyway). Pass one to force it.
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = DynamicCache(config=self.config)
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+
         if input_ids is not None:
-            self._check_input_ids(input_ids)
+            if past_len == 0:
+                # Checked on the prompt, not on every decoding step: reading the min and max makes the
+                # host wait for the device, and generated tokens come from the model's own vocabulary.
+                self._check_input_ids(input_ids)
             inputs_embeds = self.token_embeddings(input_ids)
         inputs_embeds = cast(torch.Tensor, inputs_embeds)
         batch_size, seq_len = inputs_embeds.shape[:2]
-
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         self._check_lengths(batch_size, past_len, seq_len, attention_mask)
 
         if position_ids is None:
