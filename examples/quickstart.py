@@ -15,24 +15,9 @@ from pathlib import Path
 from pydoc_data.topics import topics
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, pipeline
+from transformers import AutoModelForCausalLM, pipeline
 
-from gpt1 import GPT1Config, GPT1ForCausalLM
-
-
-def train_tokenizer(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `text`."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator([text], trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+from gpt1 import GPT1Config, GPT1ForCausalLM, pair_tokenizer_with_model, train_tokenizer
 
 
 def main() -> None:
@@ -44,7 +29,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     text = "\n\n".join(topics[name] for name in sorted(topics))
-    tokenizer = train_tokenizer(text, vocab_size=2048)
+    tokenizer = train_tokenizer([text], kind="bpe", vocab_size=2048)
     token_ids = torch.tensor(tokenizer(text).input_ids)
     split = int(0.95 * len(token_ids))
     train_ids, val_ids = token_ids[:split], token_ids[split:]
@@ -57,11 +42,12 @@ def main() -> None:
         n_embd=128,
         n_layer=4,
         n_head=4,
+        pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    tokenizer.model_max_length = config.n_positions
     model = GPT1ForCausalLM(config)
+    pair_tokenizer_with_model(tokenizer, model)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=args.steps, pct_start=0.1)

@@ -9,10 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from gpt1 import GPT1Config
+from gpt1 import GPT1Config, train_tokenizer
 
 SAMPLE_TEXT = (
     "The trophy didn't fit in the suitcase because it was too big. "
@@ -26,24 +25,9 @@ def tiny_config(**overrides) -> GPT1Config:
     return GPT1Config(**sizes)
 
 
-def make_tokenizer(vocab_size: int = 96, model_max_length: int = 64) -> PreTrainedTokenizerFast:
+def make_tokenizer(vocab_size: int = 300, model_max_length: int = 64) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained here on a few sentences: no download needed."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<|endoftext|>"],
-        initial_alphabet=sorted(set(pre_tokenizers.ByteLevel.alphabet()))[: vocab_size - 2],
-    )
-    tokenizer.train_from_iterator([SAMPLE_TEXT], trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        eos_token="<|endoftext|>",
-        bos_token="<|endoftext|>",
-        model_max_length=model_max_length,
-    )
+    return train_tokenizer([SAMPLE_TEXT], kind="bpe", vocab_size=vocab_size, model_max_length=model_max_length)
 
 
 def run_without_gpt1(script: str, tmp_path: Path, **inputs) -> dict:

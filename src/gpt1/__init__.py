@@ -21,6 +21,15 @@ from .model import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
+from .tasks import (
+    TaskDataCollator,
+    add_task_tokens,
+    classification_inputs,
+    entailment_inputs,
+    multiple_choice_inputs,
+    similarity_inputs,
+)
+from .tokenization import pair_tokenizer_with_model, tokenize_dataset, train_tokenizer
 
 __version__ = "0.1.0"
 
@@ -37,6 +46,15 @@ __all__ = [
     "GPT1ForSequenceClassification",
     "GPT1Model",
     "GPT1PreTrainedModel",
+    "TaskDataCollator",
     "__version__",
+    "add_task_tokens",
+    "classification_inputs",
     "convert_openai_gpt",
+    "entailment_inputs",
+    "multiple_choice_inputs",
+    "pair_tokenizer_with_model",
+    "similarity_inputs",
+    "tokenize_dataset",
+    "train_tokenizer",
 ]

@@ -400,6 +400,10 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
 
     Like the stock heads, `config.problem_type` selects regression (MSE), single-label (cross-entropy)
     or multi-label (BCE) and is inferred from `num_labels` and the labels' dtype when unset.
+
+    For similarity, GPT-1 encodes both orders of a pair and adds the two sequence representations
+    before the classifier: pass `input_ids` of shape `[batch, orders, seq]` (see
+    `gpt1.tasks.similarity_inputs`) and the last-token states of each example's rows are summed.
     """
 
     def __init__(self, config: GPT1Config):
@@ -418,9 +422,17 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         r"""
+        input_ids: `[batch, seq]`, or `[batch, orders, seq]` for similarity (representations summed).
         labels: `[batch]` class ids, `[batch]` floats (regression, `num_labels == 1`) or
             `[batch, num_labels]` multi-hot floats (multi-label).
         """
+        batch_size, orders = _leading_dims(input_ids, inputs_embeds, sequence_dims=2)
+        if orders is not None:
+            input_ids, attention_mask, position_ids, inputs_embeds = (
+                _merge_leading_dims(tensor, batch_size * orders)
+                for tensor in (input_ids, attention_mask, position_ids, inputs_embeds)
+            )
+            use_cache = False
         outputs: BaseModelOutputWithPast = self.transformer(
             input_ids,
             attention_mask=attention_mask,
@@ -432,6 +444,8 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         )
         hidden_states = cast(torch.Tensor, outputs.last_hidden_state)
         pooled = self._last_token_states(hidden_states, input_ids, attention_mask)
+        if orders is not None:
+            pooled = pooled.view(batch_size, orders, -1).sum(1)
         logits = self.classifier(self.classifier_dropout(pooled))
 
         loss = None
@@ -497,21 +511,17 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         input_ids: `[batch, num_choices, seq]`.
         labels: `[batch]`, the index of the right choice.
         """
-        reference = input_ids if input_ids is not None else inputs_embeds
-        if reference is None or reference.dim() < 3:
-            shape = None if reference is None else tuple(reference.shape)
+        batch_size, num_choices = _leading_dims(input_ids, inputs_embeds, sequence_dims=2)
+        if num_choices is None:
+            shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape)  # type: ignore[union-attr]
             raise ValueError(f"GPT1ForMultipleChoice expects inputs of shape [batch, num_choices, seq], got {shape}.")
-        batch_size, num_choices = reference.shape[:2]
-
-        def flatten(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.reshape(batch_size * num_choices, *tensor.shape[2:])
-
-        flat_input_ids, flat_mask = flatten(input_ids), flatten(attention_mask)
+        rows = batch_size * num_choices
+        flat_input_ids, flat_mask = _merge_leading_dims(input_ids, rows), _merge_leading_dims(attention_mask, rows)
         outputs: BaseModelOutputWithPast = self.transformer(
             flat_input_ids,
             attention_mask=flat_mask,
-            position_ids=flatten(position_ids),
-            inputs_embeds=flatten(inputs_embeds),
+            position_ids=_merge_leading_dims(position_ids, rows),
+            inputs_embeds=_merge_leading_dims(inputs_embeds, rows),
             use_cache=False,
             **kwargs,
         )
@@ -537,6 +547,24 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+
+
+def _leading_dims(
+    input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, sequence_dims: int
+) -> tuple[int, int | None]:
+    """(batch, k) for `[batch, k, seq]` inputs, (batch, None) for `[batch, seq]` ones."""
+    reference = input_ids if input_ids is not None else inputs_embeds
+    if reference is None:
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+    extra = reference.dim() - sequence_dims - (0 if input_ids is not None else 1)
+    if extra <= 0:
+        return reference.shape[0], None
+    return reference.shape[0], reference.shape[1]
+
+
+def _merge_leading_dims(tensor: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    """`[batch, k, ...]` → `[batch * k, ...]`, so each choice or order is its own sequence."""
+    return None if tensor is None else tensor.reshape(rows, *tensor.shape[2:])
 
 
 GPT1Model.register_for_auto_class("AutoModel")

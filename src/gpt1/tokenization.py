@@ -1,0 +1,245 @@
+"""Tokenizers trained on the user's own text, with GPT-1's special tokens.
+
+`train_tokenizer` builds a `tokenizers` pipeline and returns a `PreTrainedTokenizerFast`, which
+`save_pretrained` writes as tokenizer.json + tokenizer_config.json: `AutoTokenizer` loads it back
+with no custom code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .model import GPT1Config
+
+PAD_TOKEN = "<|pad|>"
+END_OF_TEXT_TOKEN = "<|endoftext|>"
+UNKNOWN_TOKEN = "<|unk|>"
+# GPT-1's fine-tuning tokens: a start token, a delimiter between the parts of structured inputs,
+# and the extract (classify) token whose final hidden state feeds the task head.
+TASK_TOKENS = {"start_token": "<|start|>", "delimiter_token": "<|delimiter|>", "classify_token": "<|classify|>"}
+
+TokenizerKind = Literal["bpe", "char"]
+DEFAULT_BPE_VOCAB_SIZE = 8192
+_BATCH = 1000
+
+
+def special_tokens(kind: TokenizerKind) -> list[str]:
+    """The special tokens of a tokenizer of this kind, in id order (they take ids 0, 1, ...)."""
+    tokens = [PAD_TOKEN, END_OF_TEXT_TOKEN, *TASK_TOKENS.values()]
+    return [*tokens, UNKNOWN_TOKEN] if kind == "char" else tokens
+
+
+def train_tokenizer(
+    source: str | os.PathLike | Iterable[str] | Iterable[os.PathLike],
+    kind: TokenizerKind = "bpe",
+    vocab_size: int | None = None,
+    *,
+    text_column: str = "text",
+    model_max_length: int = GPT1Config.n_positions,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+) -> PreTrainedTokenizerFast:
+    """Train a tokenizer on `source` and return it as a `PreTrainedTokenizerFast`.
+
+    Args:
+        source: a text file or folder of .txt files; an iterable of text file paths (`Path` objects,
+            or strings that all name existing files); an iterable of texts; or a `datasets.Dataset`
+            with a `text_column`.
+        kind: "bpe" for byte-level BPE (no input is ever unknown) or "char" for one token per
+            character seen (unseen characters become `<|unk|>`).
+        vocab_size: total vocabulary, special tokens included. BPE needs at least 256 byte tokens
+            plus the special tokens (default 8192); char needs the alphabet plus the special tokens
+            (default: exactly that).
+        text_column: the column to read when `source` is a `datasets.Dataset`.
+        model_max_length: the longest input the paired model takes (its `n_positions`).
+        min_frequency: BPE merges need a pair seen at least this often.
+    """
+    if kind not in ("bpe", "char"):
+        raise ValueError(f"kind must be 'bpe' or 'char', got {kind!r}.")
+    texts = _texts_from(source, text_column)
+    if kind == "char":
+        tokenizer = _train_char(texts, vocab_size)
+    else:
+        tokenizer = _train_bpe(texts, vocab_size, min_frequency, show_progress)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD_TOKEN,
+        bos_token=END_OF_TEXT_TOKEN,
+        eos_token=END_OF_TEXT_TOKEN,
+        unk_token=UNKNOWN_TOKEN if kind == "char" else None,
+        extra_special_tokens=dict(TASK_TOKENS),
+        model_max_length=model_max_length,
+        # decode(encode(text)) must give back the text, spaces before punctuation included.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _train_char(texts: Iterable[str], vocab_size: int | None) -> Tokenizer:
+    alphabet: set[str] = set()
+    for text in texts:
+        alphabet.update(text)
+    if not alphabet:
+        raise ValueError("The corpus is empty: there is no text to build a char tokenizer from.")
+    specials = special_tokens("char")
+    needed = len(alphabet) + len(specials)
+    if vocab_size is not None and vocab_size < needed:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for a char tokenizer of this corpus: it has {len(alphabet)} "
+            f"distinct characters plus {len(specials)} special tokens = {needed}. Use vocab_size >= {needed} "
+            "(or leave it unset)."
+        )
+    vocab = {token: index for index, token in enumerate([*specials, *sorted(alphabet)])}
+    # A BPE model with no merges splits its input into characters and looks each one up: one token
+    # per character, with no pre-tokenizer to run (twice as fast as splitting with a regex first).
+    # Each unseen character becomes its own <|unk|>; Fuse joins tokens back with nothing in between.
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNKNOWN_TOKEN, fuse_unk=False))
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.add_special_tokens(specials)
+    return tokenizer
+
+
+def _train_bpe(texts: Iterable[str], vocab_size: int | None, min_frequency: int, show_progress: bool) -> Tokenizer:
+    specials = special_tokens("bpe")
+    byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
+    needed = len(byte_alphabet) + len(specials)
+    vocab_size = DEFAULT_BPE_VOCAB_SIZE if vocab_size is None else vocab_size
+    if vocab_size < needed:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for byte-level BPE: it needs the {len(byte_alphabet)} byte "
+            f"tokens plus {len(specials)} special tokens = {needed}. Use vocab_size >= {needed}."
+        )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=byte_alphabet,
+        show_progress=show_progress,
+    )
+    seen_text = _NonEmpty(texts)
+    tokenizer.train_from_iterator(seen_text, trainer=trainer)
+    if not seen_text.any_text:
+        raise ValueError("The corpus is empty: there is no text to train a BPE tokenizer on.")
+    return tokenizer
+
+
+class _NonEmpty:
+    """Iterates over texts and remembers whether any of them held a character."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts = texts
+        self.any_text = False
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            self.any_text = self.any_text or bool(text)
+            yield text
+
+
+def _texts_from(source: object, text_column: str) -> Iterable[str]:
+    """The texts of any supported source, read lazily."""
+    import datasets  # imported here: it is slow to import, and most callers never need it
+
+    if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
+        columns = source.column_names or []
+        if text_column not in columns:
+            raise ValueError(
+                f"The dataset has no column {text_column!r}; its columns are {columns}. Pass text_column=."
+            )
+        if isinstance(source, datasets.Dataset):
+            return (text for batch in source.iter(batch_size=_BATCH) for text in batch[text_column])
+        return (row[text_column] for row in source)
+    if isinstance(source, (str, os.PathLike)):
+        return _read_files(_files_under(Path(source)))
+    if not isinstance(source, Iterable):
+        raise TypeError(f"source must be texts, text file paths or a datasets.Dataset, got {type(source).__name__}.")
+    items = list(source)
+    if items and all(isinstance(item, os.PathLike) or (isinstance(item, str) and _is_file(item)) for item in items):
+        return _read_files([path for item in items for path in _files_under(Path(item))])
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"source items must be all texts or all file paths, got a {type(item).__name__}.")
+    return items
+
+
+def _is_file(text: str) -> bool:
+    return "\n" not in text and len(text) < 4096 and os.path.isfile(text)
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"No .txt files in the folder {str(path)!r}.")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"No such text file or folder: {str(path)!r}.")
+    return [path]
+
+
+def _read_files(paths: list[Path]) -> Iterator[str]:
+    for path in paths:
+        try:
+            yield path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{str(path)!r} is not UTF-8 text (byte {error.start}: {error.reason}). Convert it, e.g. "
+                f"`iconv -f latin1 -t utf-8 {path.name}`."
+            ) from None
+
+
+def pair_tokenizer_with_model(
+    tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | GPT1Config
+) -> PreTrainedTokenizerBase:
+    """Check that `tokenizer` fits `model` and make its `model_max_length` follow the model's context.
+
+    Raises a `ValueError` when the tokenizer has ids the model has no embedding for.
+    """
+    config = model if isinstance(model, GPT1Config) else model.config
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}: ids "
+            f">= {config.vocab_size} have no embedding. Resize the model with "
+            f"model.resize_token_embeddings(len(tokenizer)), or build it with GPT1Config(vocab_size={len(tokenizer)})."
+        )
+    tokenizer.model_max_length = config.n_positions
+    return tokenizer
+
+
+def tokenize_dataset(
+    dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    text_column: str = "text",
+    num_proc: int | None = None,
+    keep_columns: bool = False,
+):
+    """Add `input_ids` to every row of a `datasets.Dataset`, with `datasets.map(batched=True)`.
+
+    The result is cached by `datasets` (keyed on the data and the tokenizer), so a second call is
+    free; `num_proc` tokenizes in several processes. No special tokens are added and nothing is
+    truncated: packing into blocks is the trainer's job.
+    """
+    if text_column not in (dataset.column_names or []):
+        raise ValueError(f"The dataset has no column {text_column!r}; its columns are {dataset.column_names}.")
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+
+    def encode(batch: dict) -> dict:
+        if backend is not None:
+            # Straight to the Rust tokenizer: ids only, without the offsets and masks a call computes.
+            return {
+                "input_ids": [e.ids for e in backend.encode_batch_fast(batch[text_column], add_special_tokens=False)]
+            }
+        return {"input_ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]}
+
+    removed = [] if keep_columns else dataset.column_names
+    return dataset.map(encode, batched=True, num_proc=num_proc, remove_columns=removed, desc="Tokenizing")
