@@ -15,6 +15,94 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# Help for each `gpt1 train` option (the options themselves come from gpt1.train.TrainConfig).
+TRAIN_HELP = {
+    "output_dir": "where the model folder, checkpoints and metrics go (default runs/gpt1-tiny)",
+    "dataset": "Hub dataset id, or a local file/folder (.txt, .json/.jsonl, .csv, .parquet); "
+    "default: the built-in corpus (Python's documentation, offline)",
+    "dataset_config": "Hub dataset configuration name",
+    "split": "split to train on (default train)",
+    "text_column": "column holding the text (default text)",
+    "val_fraction": "share of rows held out for validation when the dataset has no validation split (default 0.1)",
+    "tokenizer": "bpe or char (trained on the data), or a tokenizer folder / Hub id (default bpe)",
+    "vocab_size": "BPE vocabulary size (default: the preset's)",
+    "preset": "model size and schedule: tiny, small or gpt1 (default tiny)",
+    "n_layer": "override the preset's number of layers",
+    "n_head": "override the preset's number of heads",
+    "n_embd": "override the preset's width",
+    "dropout": "dropout on embeddings, attention and residuals (default 0.1)",
+    "n_positions": "model context (default: the block size)",
+    "block_size": "training sequence length (default: the preset's)",
+    "init_from": "start from this model folder or Hub id instead of from scratch",
+    "batch_size": "sequences per device per micro-batch",
+    "grad_accum": "micro-batches per optimizer step (default 1)",
+    "max_steps": "optimizer steps to train",
+    "lr": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_steps": "linear warmup steps",
+    "weight_decay": "AdamW weight decay on weight matrices (default 0.01)",
+    "beta1": "AdamW beta1 (default 0.9)",
+    "beta2": "AdamW beta2 (default 0.999)",
+    "grad_clip": "clip the gradient norm to this (0 = off; default 1.0)",
+    "mixed_precision": "no, bf16 or fp16 (default no)",
+    "compile": "compile the model with torch.compile",
+    "seed": "random seed (default 1337)",
+    "eval_every": "evaluate and sample every N steps",
+    "eval_batches": "validation batches per evaluation (default 20)",
+    "sample_prompt": "prompt of the samples written at each evaluation",
+    "sample_tokens": "tokens per sample (default 64)",
+    "report_to": "Accelerate trackers, e.g. tensorboard (repeatable)",
+    "save_every": "write a checkpoint every N steps",
+    "keep_checkpoints": "checkpoints to keep (default 2)",
+    "resume": "continue from the latest checkpoint in --output-dir",
+}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from dataclasses import MISSING, fields
+
+    from .train import TrainConfig
+
+    for option in fields(TrainConfig):
+        flag = "--" + option.name.replace("_", "-")
+        default = option.default if option.default is not MISSING else None
+        if option.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=TRAIN_HELP[option.name])
+        elif option.name == "report_to":
+            parser.add_argument(flag, action="append", default=[], help=TRAIN_HELP[option.name])
+        else:
+            kind = {"int | None": int, "int": int, "float | None": float, "float": float}.get(str(option.type), str)
+            parser.add_argument(flag, type=kind, default=default, help=TRAIN_HELP[option.name])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .train import TrainConfig, train
+
+    config = TrainConfig(**{option.name: getattr(args, option.name) for option in fields(TrainConfig)})
+    output = train(config)
+    print(f'Saved the model to {output}. Try: gpt1 generate --model {output} "{config.sample_prompt}"')
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    generate(
+        args.model,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        revision=args.revision,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt1", description="GPT-1 as a Hugging Face model package.")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -29,6 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("dst", help="output folder")
     convert.add_argument("--revision", default=None, help="branch, tag or commit of a Hub SRC")
     convert.set_defaults(handler=_convert)
+
+    train = subcommands.add_parser(
+        "train",
+        help="pretrain a GPT-1 from scratch (Accelerate: CPU, GPU, DDP/FSDP, several machines)",
+        description="Pretrain a GPT-1 on your text (default: a built-in corpus) and save a shareable HF folder. "
+        "Run it under `accelerate launch -m gpt1 train` or `torchrun ... -m gpt1 train` for several processes.",
+    )
+    _add_train_options(train)
+    train.set_defaults(handler=_train)
+
+    generate = subcommands.add_parser(
+        "generate", help="generate text from a model", description="Stream text generated from PROMPT to stdout."
+    )
+    generate.add_argument("prompt", help="the text to continue")
+    generate.add_argument("--model", required=True, help="model folder or Hub repo id")
+    generate.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    generate.add_argument("--max-new-tokens", type=int, default=100)
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 means greedy decoding")
+    generate.add_argument("--top-k", type=int, default=50, help="0 disables top-k filtering")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--num-samples", type=int, default=1)
+    generate.add_argument("--seed", type=int, default=None)
+    generate.set_defaults(handler=_generate)
     return parser
 
 
@@ -40,6 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input gets one clear line, not a traceback.
         print(f"gpt1 {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        from .train import TrainingDivergedError
+
+        if not isinstance(error, TrainingDivergedError):
+            raise
+        print(f"gpt1 {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""Corpora for pretraining: load text with `datasets`, split off validation, pack tokens into blocks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from .tokenization import tokenize_dataset
+
+# `datasets.load_dataset` builders for local files, by extension.
+_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+BUILTIN_CORPUS = "pydoc"
+
+
+@dataclass
+class Corpus:
+    """Train and validation text, and whether rows are whole documents (then an end-of-text token separates them)
+    or consecutive lines of one text (then they are simply concatenated)."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    text_column: str
+    rows_are_documents: bool
+    description: str
+
+
+def builtin_corpus() -> datasets.Dataset:
+    """The English text of Python's documentation topics, which ships with CPython: offline everywhere."""
+    from pydoc_data.topics import topics
+
+    return datasets.Dataset.from_dict({"text": [topics[name] for name in sorted(topics)]})
+
+
+def load_corpus(
+    dataset: str | None = None,
+    *,
+    dataset_config: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    val_fraction: float = 0.1,
+) -> Corpus:
+    """Load the training text: the built-in corpus (`dataset=None`), local files or a folder
+    (.txt, .json/.jsonl, .csv, .parquet), or a Hub dataset id.
+
+    The validation set is the dataset's own `validation` (or `test`) split when it has one, else the
+    last `val_fraction` of the rows (a contiguous tail, as nanoGPT splits its text).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    if dataset is None or dataset == BUILTIN_CORPUS:
+        return _split(builtin_corpus(), "text", val_fraction, True, "Python documentation topics (pydoc_data)")
+    path = Path(dataset)
+    if path.exists():
+        loaded, rows_are_documents = _load_local(path)
+        description = str(path)
+    elif dataset.startswith((".", os.sep, "~")) or path.suffix in _BUILDERS or dataset.count("/") > 1:
+        # Hub ids are "name" or "org/name"; anything else was meant as a local path.
+        raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
+    else:
+        loaded = datasets.load_dataset(dataset, dataset_config)
+        rows_are_documents, description = True, f"{dataset}" + (f" ({dataset_config})" if dataset_config else "")
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
+        validation_split = next((name for name in ("validation", "test") if name in loaded and name != split), None)
+        if validation_split is not None:
+            corpus = Corpus(loaded[split], loaded[validation_split], text_column, rows_are_documents, description)
+            _check_columns(corpus)
+            return corpus
+        loaded = loaded[split]
+    return _split(loaded, text_column, val_fraction, rows_are_documents, description)
+
+
+def _load_local(path: Path) -> tuple[datasets.DatasetDict, bool]:
+    files = sorted(p for p in path.rglob("*") if p.suffix in _BUILDERS) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"No {', '.join(sorted(_BUILDERS))} files in the folder {str(path)!r}.")
+    builders = {_BUILDERS.get(file.suffix) for file in files}
+    if None in builders or len(builders) > 1:
+        raise ValueError(
+            f"Cannot read {str(path)!r}: expected files of one kind among {sorted(_BUILDERS)}, got "
+            f"{sorted({file.suffix or '(no extension)' for file in files})}."
+        )
+    for file in files:
+        if file.stat().st_size == 0:
+            raise ValueError(f"{str(file)!r} is empty.")
+    builder = builders.pop()
+    options = {"keep_linebreaks": True} if builder == "text" else {}
+    try:
+        loaded = datasets.load_dataset(builder, data_files=[str(file) for file in files], **options)
+    except (UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as error:
+        raise ValueError(f"Could not read {str(path)!r} as {builder}: {error}. Is it UTF-8 {builder}?") from None
+    # Lines of a text file are pieces of one text; rows of json/csv/parquet are separate documents.
+    return loaded, builder != "text"
+
+
+def _split(
+    dataset: datasets.Dataset, text_column: str, val_fraction: float, rows_are_documents: bool, description: str
+) -> Corpus:
+    if len(dataset) < 2:
+        raise ValueError(f"{description} has {len(dataset)} rows; it needs at least 2 to split off validation text.")
+    validation_rows = max(1, round(len(dataset) * val_fraction))
+    train = dataset.select(range(len(dataset) - validation_rows))
+    validation = dataset.select(range(len(dataset) - validation_rows, len(dataset)))
+    corpus = Corpus(train, validation, text_column, rows_are_documents, description)
+    _check_columns(corpus)
+    return corpus
+
+
+def _check_columns(corpus: Corpus) -> None:
+    columns = corpus.train.column_names
+    if corpus.text_column not in columns:
+        raise ValueError(
+            f"{corpus.description} has no text column {corpus.text_column!r}; its columns are {columns}. "
+            "Pass --text-column."
+        )
+
+
+def pack_blocks(
+    dataset: datasets.Dataset,
+    tokenizer,
+    *,
+    block_size: int,
+    text_column: str,
+    rows_are_documents: bool,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """Tokenize `dataset` and cut the token stream into `input_ids` blocks of exactly `block_size`.
+
+    Documents are separated by the end-of-text token. Packing is a batched `datasets.map` (cached);
+    the tail of the stream that does not fill a block is dropped.
+    """
+    tokenized = tokenize_dataset(dataset, tokenizer, text_column=text_column, num_proc=num_proc)
+    separator = [tokenizer.eos_token_id] if rows_are_documents else []
+
+    def group(batch: dict) -> dict:
+        stream = [token for ids in batch["input_ids"] for token in (*ids, *separator)]
+        usable = len(stream) // block_size * block_size
+        return {"input_ids": [stream[start : start + block_size] for start in range(0, usable, block_size)]}
+
+    # One map batch holds the whole corpus for small corpora, so that no block is lost between batches.
+    return tokenized.map(group, batched=True, batch_size=10_000, num_proc=num_proc, desc="Packing blocks")

@@ -1,0 +1,473 @@
+"""Pretraining with Accelerate: one loop for one CPU, one GPU, DDP/FSDP and several machines.
+
+gpt1 train [--dataset ...] [--preset tiny|small|gpt1] [--output-dir runs/gpt1-tiny] ...
+accelerate launch -m gpt1 train ...
+torchrun --nproc_per_node 2 -m gpt1 train ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .data import Corpus, load_corpus, pack_blocks
+from .model import GPT1Config, GPT1ForCausalLM
+from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
+
+# Model sizes and the schedule that suits each. "tiny" trains in a few CPU minutes; "small" is
+# nanoGPT's 6×384 "baby GPT"; "gpt1" is the paper's (12 layers, 768 wide, 12 heads, context 512,
+# batch 64, max lr 2.5e-4 with 2000 warmup steps, weight decay 0.01).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=16, vocab_size=2048,
+                 lr=1e-3, min_lr=1e-4, warmup_steps=50, max_steps=600, eval_every=100, save_every=200),
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=32, vocab_size=8192,
+                  lr=6e-4, min_lr=6e-5, warmup_steps=200, max_steps=5000, eval_every=250, save_every=500),
+    "gpt1": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, batch_size=64, vocab_size=40478,
+                 lr=2.5e-4, min_lr=0.0, warmup_steps=2000, max_steps=100_000, eval_every=1000, save_every=2000),
+}  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Every `gpt1 train` option; `None` means "the preset's value"."""
+
+    output_dir: str = "runs/gpt1-tiny"
+    # data
+    dataset: str | None = None
+    dataset_config: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    val_fraction: float = 0.1
+    # tokenizer and model
+    tokenizer: str = "bpe"
+    vocab_size: int | None = None
+    preset: str = "tiny"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    dropout: float = 0.1
+    n_positions: int | None = None
+    block_size: int | None = None
+    init_from: str | None = None
+    # optimisation
+    batch_size: int | None = None
+    grad_accum: int = 1
+    max_steps: int | None = None
+    lr: float | None = None
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"
+    compile: bool = False
+    seed: int = 1337
+    # seeing it learn
+    eval_every: int | None = None
+    eval_batches: int = 20
+    sample_prompt: str = "The "
+    sample_tokens: int = 64
+    report_to: list[str] = field(default_factory=list)
+    # checkpoints
+    save_every: int | None = None
+    keep_checkpoints: int = 2
+    resume: bool = False
+
+    def resolved(self) -> ResolvedTrainConfig:
+        """A copy with every preset-dependent option filled in, checked before anything runs."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
+        values = asdict(self)
+        for name, value in PRESETS[self.preset].items():
+            if values.get(name) is None:
+                values[name] = value
+        if values["n_positions"] is None:
+            # Position embeddings past the training length would never be trained.
+            values["n_positions"] = values["block_size"]
+        config = ResolvedTrainConfig(**values)
+        if config.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"--mixed-precision must be no, bf16 or fp16, got {config.mixed_precision!r}.")
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "block_size"):
+            if getattr(config, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}.")
+        if config.keep_checkpoints < 1:
+            raise ValueError(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}.")
+        return config
+
+
+@dataclass
+class ResolvedTrainConfig(TrainConfig):
+    """A TrainConfig whose preset-dependent options all have values (see `TrainConfig.resolved`)."""
+
+    vocab_size: int = 0
+    n_layer: int = 0
+    n_head: int = 0
+    n_embd: int = 0
+    n_positions: int = 0
+    block_size: int = 0
+    batch_size: int = 0
+    max_steps: int = 0
+    lr: float = 0.0
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    eval_every: int = 0
+    save_every: int = 0
+
+
+@dataclass
+class TrainingProgress:
+    """Where the run is: saved with every checkpoint so that a resumed run continues on the same batch."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    tokens_seen: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class TrainingDivergedError(RuntimeError):
+    pass
+
+
+def train(config: TrainConfig) -> Path:
+    """Train a GPT-1 as `config` says and return the output folder (a shareable HF model folder)."""
+    config = config.resolved()
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        cpu=_distributed_on_cpu(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=config.report_to or None,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    set_seed(config.seed)
+    checkpoint = _latest_checkpoint(output_dir) if config.resume else None
+
+    with accelerator.main_process_first():
+        corpus = load_corpus(
+            config.dataset,
+            dataset_config=config.dataset_config,
+            split=config.split,
+            text_column=config.text_column,
+            val_fraction=config.val_fraction,
+        )
+        tokenizer = _tokenizer(config, corpus, output_dir, resuming=checkpoint is not None)
+        model = _model(config, tokenizer, output_dir, resuming=checkpoint is not None)
+        pair_tokenizer_with_model(tokenizer, model)
+        tokenizer.model_max_length = model.config.n_positions
+        train_blocks = pack_blocks(
+            corpus.train,
+            tokenizer,
+            block_size=config.block_size,
+            text_column=corpus.text_column,
+            rows_are_documents=corpus.rows_are_documents,
+        )
+        val_blocks = pack_blocks(
+            corpus.validation,
+            tokenizer,
+            block_size=config.block_size,
+            text_column=corpus.text_column,
+            rows_are_documents=corpus.rows_are_documents,
+        )
+    for name, blocks, part in (("training", train_blocks, corpus.train), ("validation", val_blocks, corpus.validation)):
+        if len(blocks) == 0:
+            tokens = sum(len(row) for row in tokenizer(part[corpus.text_column][:1000])["input_ids"])
+            raise ValueError(
+                f"The {name} text of {corpus.description} has about {tokens} tokens, fewer than one block of "
+                f"{config.block_size}. Use more text, a smaller --block-size, or a different --val-fraction."
+            )
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    train_blocks = train_blocks.with_format("torch")
+    val_blocks = val_blocks.with_format("torch")
+    train_loader = DataLoader(train_blocks, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    val_loader = DataLoader(val_blocks, batch_size=config.batch_size)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"The training text makes {len(train_blocks)} blocks, fewer than one batch of {config.batch_size}. "
+            "Use more text or a smaller --batch-size."
+        )
+
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2)
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    progress = TrainingProgress()
+    # The scheduler is stepped by hand once per optimizer step (a prepared one steps once per process).
+    accelerator.register_for_checkpointing(scheduler, progress)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"Resumed from {checkpoint} at step {progress.step}.")
+    elif config.resume:
+        accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
+    if config.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    accelerator.init_trackers("gpt1", config={k: v for k, v in asdict(config).items() if not isinstance(v, list)})
+
+    metrics_file = output_dir / "metrics.jsonl"
+    if accelerator.is_main_process and checkpoint is None and metrics_file.exists():
+        metrics_file.unlink()
+    _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir)
+
+    accelerator.wait_for_everyone()
+    final_model = accelerator.unwrap_model(model)
+    final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
+    if accelerator.is_main_process:
+        from .reporting import write_loss_curve, write_model_card
+
+        write_loss_curve(output_dir)
+        write_model_card(output_dir, final_model.config, corpus.description, progress.step, progress.tokens_seen)
+    accelerator.end_training()
+    return output_dir
+
+
+def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir):
+    from tqdm.auto import tqdm
+
+    batches = _batches(accelerator, train_loader, progress)
+    bar = tqdm(
+        total=config.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="train"
+    )
+    tokens_per_step = config.batch_size * config.block_size * config.grad_accum * accelerator.num_processes
+    started, steps_timed = time.perf_counter(), 0
+    model.train()
+    while progress.step < config.max_steps:
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for _ in range(config.grad_accum):
+            input_ids = next(batches)
+            with accelerator.accumulate(model):
+                loss = model(input_ids=input_ids, labels=input_ids).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+        step_loss = accelerator.reduce(loss_sum / config.grad_accum, reduction="mean").item()
+        if not math.isfinite(step_loss):
+            last = _latest_checkpoint(output_dir)
+            raise TrainingDivergedError(
+                f"The training loss is {step_loss} at step {progress.step + 1}; stopping. "
+                + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
+                + " Lower --lr, use --grad-clip, or check the data."
+            )
+        scheduler.step()
+        progress.step += 1
+        progress.tokens_seen += tokens_per_step
+        steps_timed += 1
+        tokens_per_s = steps_timed * tokens_per_step / (time.perf_counter() - started)
+        learning_rate = scheduler.get_last_lr()[0]
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+
+        if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
+            val_loss = _evaluate(accelerator, model, val_loader, config.eval_batches)
+            record = {
+                "step": progress.step,
+                "train_loss": step_loss,
+                "val_loss": val_loss,
+                "val_perplexity": math.exp(min(val_loss, 50.0)),
+                "lr": learning_rate,
+                "tokens_per_s": tokens_per_s,
+                "tokens_seen": progress.tokens_seen,
+            }
+            accelerator.log(record, step=progress.step)
+            if accelerator.is_main_process:
+                sample = _sample(accelerator.unwrap_model(model), tokenizer, config)
+                bar.write(
+                    f"step {progress.step}: train {step_loss:.4f}, val {val_loss:.4f} "
+                    f"(ppl {record['val_perplexity']:.2f})\n--- sample ---\n{sample}\n--------------"
+                )
+                with (output_dir / "metrics.jsonl").open("a") as file:
+                    file.write(json.dumps(record) + "\n")
+                from .reporting import write_loss_curve
+
+                write_loss_curve(output_dir)
+            model.train()
+        if progress.step % config.save_every == 0 and progress.step < config.max_steps:
+            _save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints)
+    bar.close()
+
+
+def _batches(accelerator, loader, progress: TrainingProgress):
+    """Batches forever, epoch after epoch, starting where `progress` says (a resumed run skips what was seen)."""
+    while True:
+        loader.set_epoch(progress.epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
+        # Starting an epoch draws a seed from the global RNG, which dropout also uses. Keep that draw
+        # off the global RNG, so that a run resumed mid-epoch sees the same dropout as one never stopped.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(epoch_loader)
+            first = next(batches, None)
+        if first is not None:
+            for batch in itertools.chain([first], batches):
+                progress.batches_in_epoch += 1
+                yield batch["input_ids"]
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+
+@torch.no_grad()
+def _evaluate(accelerator, model, loader, max_batches: int) -> float:
+    model.eval()
+    losses = []
+    for index, batch in enumerate(loader):
+        if index >= max_batches:
+            break
+        input_ids = batch["input_ids"]
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+        losses.append(accelerator.gather_for_metrics(loss.detach().reshape(1)))
+    return torch.cat(losses).mean().item()
+
+
+@torch.no_grad()
+def _sample(model, tokenizer: PreTrainedTokenizerBase, config: ResolvedTrainConfig) -> str:
+    """A sample from the prompt, drawn with its own seed so that the run's random state is untouched
+    (a resumed run must see the same random numbers as an uninterrupted one)."""
+    model.eval()
+    prompt = tokenizer(config.sample_prompt, return_tensors="pt").input_ids.to(model.device)
+    if prompt.shape[1] == 0:
+        prompt = torch.tensor([[tokenizer.eos_token_id]], device=model.device)
+    room = model.config.n_positions - prompt.shape[1]
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        output = model.generate(
+            prompt,
+            max_new_tokens=max(0, min(config.sample_tokens, room)),
+            do_sample=True,
+            top_k=40,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return str(tokenizer.decode(output[0], skip_special_tokens=True))
+
+
+def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> None:
+    """Accelerate `save_state` into a temporary folder, then one rename: a checkpoint is complete or absent."""
+    checkpoints = output_dir / "checkpoints"
+    final, temporary = checkpoints / f"step-{step:08d}", checkpoints / f".tmp-step-{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        for old in _checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _distributed_on_cpu() -> bool:
+    """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
+    DDP, or each process silently trains alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    return sorted(folder.glob("step-*")) if folder.is_dir() else []
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    found = _checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _tokenizer(
+    config: ResolvedTrainConfig, corpus: Corpus, output_dir: Path, resuming: bool
+) -> PreTrainedTokenizerBase:
+    if resuming and (output_dir / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(output_dir)  # the very tokenizer the run started with
+    if config.tokenizer in ("bpe", "char"):
+        kind: TokenizerKind = "bpe" if config.tokenizer == "bpe" else "char"
+        vocab_size = config.vocab_size if kind == "bpe" else None
+        return train_tokenizer(corpus.train, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
+    if not os.path.exists(config.tokenizer) and config.tokenizer.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
+    return AutoTokenizer.from_pretrained(config.tokenizer)
+
+
+def _model(
+    config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase, output_dir: Path, resuming: bool
+) -> PreTrainedModel:
+    model: PreTrainedModel
+    if config.init_from is not None:
+        model = AutoModelForCausalLM.from_pretrained(config.init_from, trust_remote_code=True, dtype=torch.float32)
+    else:
+        model_config = GPT1Config(
+            vocab_size=len(tokenizer),
+            n_positions=config.n_positions,
+            n_embd=config.n_embd,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            resid_pdrop=config.dropout,
+            embd_pdrop=config.dropout,
+            attn_pdrop=config.dropout,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        model = GPT1ForCausalLM(model_config)
+    if config.block_size > model.config.n_positions:
+        raise ValueError(
+            f"--block-size {config.block_size} is longer than the model's context (n_positions = "
+            f"{model.config.n_positions}). Use --block-size <= {model.config.n_positions}."
+        )
+    return model
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """GPT-1's decoupled weight decay on weight matrices only: not on biases, LayerNorm gains or embeddings."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_matrix = parameter.dim() >= 2 and "embeddings" not in name
+        (decay if is_matrix else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _schedule(config: ResolvedTrainConfig):
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at `max_steps` (as a multiplier of `lr`)."""
+    floor = config.min_lr / config.lr if config.lr else 0.0
+
+    def multiplier(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def config_fields() -> list[str]:
+    return [item.name for item in fields(TrainConfig)]

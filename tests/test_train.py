@@ -1,0 +1,251 @@
+"""`gpt1 train` and `gpt1 generate`, run as a user runs them: through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from gpt1.train import TrainConfig, train
+
+# A model and schedule small enough for a few seconds on 2 CPU cores.
+TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
+        "--vocab-size", "300", "--eval-batches", "2", "--sample-tokens", "8"]  # fmt: skip
+
+
+def gpt1_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"gpt1 {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One tiny run on the built-in corpus, shared by the tests that inspect its output."""
+    output = tmp_path_factory.mktemp("run")
+    gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "60", "--eval-every", "20",
+             "--save-every", "20", "--lr", "3e-3", "--warmup-steps", "5")  # fmt: skip
+    return output
+
+
+def test_output_is_a_shareable_hf_folder(trained):
+    names = {path.name for path in trained.iterdir()}
+    expected = {
+        *("config.json", "model.safetensors", "configuration_gpt1.py", "modeling_gpt1.py", "generation_config.json"),
+        *("tokenizer.json", "tokenizer_config.json", "README.md", "loss_curve.png", "metrics.jsonl"),
+    }
+    assert expected <= names
+    config = json.loads((trained / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_gpt1.GPT1ForCausalLM"
+    model = AutoModelForCausalLM.from_pretrained(trained, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(trained)
+    assert model.config.vocab_size == len(tokenizer) == 300
+    assert tokenizer.model_max_length == model.config.n_positions == 32
+
+
+def test_it_learns_and_records_metrics(trained):
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [20, 40, 60]
+    assert records[-1]["val_loss"] < records[0]["val_loss"] < 6.0  # ln(300) = 5.7 is chance level
+    assert records[-1]["train_loss"] < 5.0
+    for record in records:
+        assert record["val_perplexity"] == pytest.approx(2.718281828 ** record["val_loss"], rel=1e-6)
+        assert record["tokens_per_s"] > 0 and record["lr"] > 0
+
+
+def test_model_card_reports_the_run(trained):
+    card = (trained / "README.md").read_text()
+    last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation")
+    assert "custom_code" in card and "trust_remote_code=True" in card
+    assert f"{last['val_loss']:.4f}" in card and "| steps | 60 |" in card
+    assert "Python documentation topics" in card
+
+
+def test_checkpoints_are_complete_and_only_the_last_k_are_kept(trained):
+    checkpoints = sorted(path.name for path in (trained / "checkpoints").iterdir())
+    assert checkpoints == ["step-00000020", "step-00000040"]  # keep 2; no checkpoint at the final step
+    for name in checkpoints:
+        files = {path.name for path in (trained / "checkpoints" / name).iterdir()}
+        assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= files
+
+
+def test_generate_streams_a_continuation(trained):
+    first = gpt1_cli("generate", "--model", str(trained), "The return", "--max-new-tokens", "12", "--seed", "3")
+    again = gpt1_cli("generate", "--model", str(trained), "The return", "--max-new-tokens", "12", "--seed", "3")
+    assert first.stdout.startswith("The return") and len(first.stdout) > len("The return")
+    assert first.stdout == again.stdout  # same seed, same text
+    two = gpt1_cli("generate", "--model", str(trained), "The", "--num-samples", "2", "--max-new-tokens", "5")
+    assert two.stdout.count("--- sample") == 2
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
+    """Kill a run with SIGKILL after its second checkpoint, resume it, and compare with a run never killed."""
+    options = [*TINY, "--max-steps", "36", "--eval-every", "12", "--save-every", "8", "--keep-checkpoints", "3"]
+    gpt1_cli("train", "--output-dir", str(tmp_path / "whole"), *options)
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpt1", "train", "--output-dir", str(killed), *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "step-00000016").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # it really died mid-run
+
+    resumed = gpt1_cli("train", "--output-dir", str(killed), *options, "--resume")
+    assert "Resumed from" in resumed.stdout + resumed.stderr
+    whole, after_kill = load_file(tmp_path / "whole" / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert whole.keys() == after_kill.keys()
+    for name in whole:
+        assert torch.equal(whole[name], after_kill[name]), name
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == 3
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 36 and steps == sorted(set(steps))
+
+
+def test_a_half_written_checkpoint_is_never_picked_up(tmp_path):
+    output = tmp_path / "run"
+    gpt1_cli(
+        "train", "--output-dir", str(output), *TINY, "--max-steps", "10", "--eval-every", "10", "--save-every", "5"
+    )
+    broken = output / "checkpoints" / ".tmp-step-00000009"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"truncated")
+    resumed = gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "10", "--eval-every", "10",
+                       "--save-every", "5", "--resume")  # fmt: skip
+    assert "Resumed from" in resumed.stdout + resumed.stderr and "step-00000005" in resumed.stdout + resumed.stderr
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import gpt1.train as training
+
+    rank = int(os.environ["RANK"])
+    seen = []
+    original_batches = training._batches
+
+    def recording_batches(accelerator, loader, progress):
+        for batch in original_batches(accelerator, loader, progress):
+            seen.append(batch.tolist())
+            yield batch
+
+    training._batches = recording_batches
+
+    config = training.TrainConfig(output_dir=sys.argv[1], n_layer=2, n_head=2, n_embd=32, block_size=32,
+                                  batch_size=4, vocab_size=300, max_steps=30, eval_every=10, save_every=15,
+                                  eval_batches=2, sample_tokens=4, lr=3e-3, warmup_steps=3)
+    training.train(config)
+    with open(f"{sys.argv[1]}/seen-rank{rank}.json", "w") as file:
+        json.dump(seen, file)
+    """
+)
+
+
+def test_two_process_ddp_on_cpu_with_torchrun(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    output = tmp_path / "run"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(script), str(output)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-5000:]
+    seen = [json.loads((output / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 30
+    rows = [{tuple(row) for batch in rank_batches for row in batch} for rank_batches in seen]
+    assert rows[0] and rows[1] and not rows[0] & rows[1]  # each rank trains on its own shard
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [10, 20, 30]  # written once, by rank 0 only
+    assert records[-1]["val_loss"] < records[0]["val_loss"]
+    checkpoint = output / "checkpoints" / "step-00000015"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {path.name for path in checkpoint.iterdir()}
+    assert AutoModelForCausalLM.from_pretrained(output, trust_remote_code=True).config.n_layer == 2
+
+
+class TestBadInputBeforeTraining:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            (["--dataset", "./no/such/corpus.txt"], "No such file or folder: './no/such/corpus.txt'"),
+            (["--preset", "huge"], "Unknown preset 'huge'; choose one of ['gpt1', 'small', 'tiny']"),
+            (["--block-size", "64", "--n-positions", "32"], "--block-size 64 is longer than the model's context"),
+            (["--tokenizer", "./no-tokenizer"], "No tokenizer folder at './no-tokenizer'"),
+        ],
+    )
+    def test_cli_errors(self, tmp_path, options, message):
+        result = gpt1_cli("train", "--output-dir", str(tmp_path / "out"), *TINY, *options, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "out" / "checkpoints").exists()
+
+    def test_empty_file(self, tmp_path):
+        (tmp_path / "empty.txt").write_text("")
+        with pytest.raises(ValueError, match="empty.txt' is empty"):
+            train(TrainConfig(output_dir=str(tmp_path / "out"), dataset=str(tmp_path / "empty.txt")))
+
+    def test_corpus_shorter_than_one_block(self, tmp_path):
+        (tmp_path / "short.txt").write_text("just a few words\n" * 3 + "and some more\n" * 3)
+        with pytest.raises(ValueError, match="fewer than one block of 128"):
+            train(TrainConfig(output_dir=str(tmp_path / "out"), dataset=str(tmp_path / "short.txt"), tokenizer="char"))
+
+    def test_missing_text_column(self, tmp_path):
+        (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"body": f"row {i}"}) for i in range(10)))
+        with pytest.raises(ValueError, match=r"no text column 'text'; its columns are \['body'\]"):
+            train(TrainConfig(output_dir=str(tmp_path / "out"), dataset=str(tmp_path / "rows.jsonl")))
+
+    def test_tokenizer_larger_than_the_model(self, tmp_path):
+        from gpt1 import GPT1Config, GPT1ForCausalLM
+
+        GPT1ForCausalLM(GPT1Config(vocab_size=100, n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
+            tmp_path / "small-vocab"
+        )
+        with pytest.raises(ValueError, match=r"300 tokens but the model's vocab_size is 100"):
+            train(TrainConfig(output_dir=str(tmp_path / "out"), init_from=str(tmp_path / "small-vocab"),
+                              vocab_size=300, block_size=32))  # fmt: skip
+
+    def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(self, tmp_path):
+        options = dict(n_layer=1, n_head=2, n_embd=16, block_size=32, batch_size=4, vocab_size=300,
+                       eval_every=100, save_every=3, max_steps=100)  # fmt: skip
+        output = tmp_path / "out"
+        original_forward = torch.nn.Embedding.forward
+        calls = {"n": 0}
+
+        def poisoned(self, input):  # the 5th optimizer step sees a NaN
+            calls["n"] += 1
+            result = original_forward(self, input)
+            return result * float("nan") if calls["n"] == 2 * 5 - 1 else result
+
+        torch.nn.Embedding.forward = poisoned
+        try:
+            with pytest.raises(RuntimeError, match=r"loss is nan at step 5.*last good checkpoint is .*step-00000003"):
+                train(TrainConfig(output_dir=str(output), **options))
+        finally:
+            torch.nn.Embedding.forward = original_forward
+        checkpoint = output / "checkpoints" / "step-00000003"
+        assert torch.isfinite(load_file(checkpoint / "model.safetensors")["transformer.token_embeddings.weight"]).all()
+        assert not (output / "model.safetensors").exists()
