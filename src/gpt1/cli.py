@@ -55,6 +55,7 @@ TRAIN_HELP = {
     "save_every": "write a checkpoint every N steps",
     "keep_checkpoints": "checkpoints to keep (default 2)",
     "resume": "continue from the latest checkpoint in --output-dir",
+    "push_to_hub": "upload the finished folder to this Hub repo (needs `hf auth login` or HF_TOKEN)",
 }
 
 

@@ -86,6 +86,8 @@ class TrainConfig:
     save_every: int | None = None
     keep_checkpoints: int = 2
     resume: bool = False
+    # sharing
+    push_to_hub: str | None = None
 
     def resolved(self) -> ResolvedTrainConfig:
         """A copy with every preset-dependent option filled in, checked before anything runs."""
@@ -243,6 +245,10 @@ def train(config: TrainConfig) -> Path:
 
         write_loss_curve(output_dir)
         write_model_card(output_dir, final_model.config, corpus.description, progress.step, progress.tokens_seen)
+        if config.push_to_hub:
+            from .hub import push_folder
+
+            accelerator.print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
     accelerator.end_training()
     return output_dir
 
