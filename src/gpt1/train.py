@@ -175,25 +175,21 @@ def train(config: TrainConfig) -> Path:
             val_fraction=config.val_fraction,
         )
         tokenizer = _tokenizer(config, corpus, output_dir, resuming=checkpoint is not None)
-        model = _model(config, tokenizer, output_dir, resuming=checkpoint is not None)
+        model = _model(config, tokenizer)
         pair_tokenizer_with_model(tokenizer, model)
         tokenizer.model_max_length = model.config.n_positions
-        train_blocks = pack_blocks(
-            corpus.train,
-            tokenizer,
-            block_size=config.block_size,
-            text_column=corpus.text_column,
-            rows_are_documents=corpus.rows_are_documents,
-        )
-        val_blocks = pack_blocks(
-            corpus.validation,
-            tokenizer,
-            block_size=config.block_size,
-            text_column=corpus.text_column,
-            rows_are_documents=corpus.rows_are_documents,
-        )
-    for name, blocks, part in (("training", train_blocks, corpus.train), ("validation", val_blocks, corpus.validation)):
-        if len(blocks) == 0:
+        packed = {
+            name: pack_blocks(
+                part,
+                tokenizer,
+                block_size=config.block_size,
+                text_column=corpus.text_column,
+                rows_are_documents=corpus.rows_are_documents,
+            )
+            for name, part in (("training", corpus.train), ("validation", corpus.validation))
+        }
+    for name, part in (("training", corpus.train), ("validation", corpus.validation)):
+        if len(packed[name]) == 0:
             tokens = sum(len(row) for row in tokenizer(part[corpus.text_column][:1000])["input_ids"])
             raise ValueError(
                 f"The {name} text of {corpus.description} has about {tokens} tokens, fewer than one block of "
@@ -205,8 +201,8 @@ def train(config: TrainConfig) -> Path:
         tokenizer.save_pretrained(output_dir)
         (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
-    train_blocks = train_blocks.with_format("torch")
-    val_blocks = val_blocks.with_format("torch")
+    train_blocks = packed["training"].with_format("torch")
+    val_blocks = packed["validation"].with_format("torch")
     train_loader = DataLoader(train_blocks, batch_size=config.batch_size, shuffle=True, drop_last=True)
     val_loader = DataLoader(val_blocks, batch_size=config.batch_size)
     if len(train_loader) == 0:
@@ -421,9 +417,7 @@ def _tokenizer(
     return AutoTokenizer.from_pretrained(config.tokenizer)
 
 
-def _model(
-    config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase, output_dir: Path, resuming: bool
-) -> PreTrainedModel:
+def _model(config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     model: PreTrainedModel
     if config.init_from is not None:
         model = AutoModelForCausalLM.from_pretrained(config.init_from, trust_remote_code=True, dtype=torch.float32)
