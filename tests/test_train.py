@@ -299,3 +299,23 @@ def test_push_without_login_says_how_to_log_in(trained, tmp_path, monkeypatch):
     monkeypatch.setattr("gpt1.hub.get_token", lambda: None)
     with pytest.raises(ValueError, match="Not logged in.*hf auth login.*HF_TOKEN"):
         push_folder(trained, "someone/gpt1-tiny")
+
+
+def test_report_to_tensorboard_logs_the_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output = tmp_path / "run"
+    gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "10", "--eval-every", "5",
+             "--save-every", "100", "--report-to", "tensorboard")  # fmt: skip
+    event_files = sorted((output / "gpt1").rglob("events.out.tfevents.*"))
+    assert event_files
+    scalars = {}
+    for event_file in event_files:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars[tag] = [(event.step, event.value) for event in accumulator.Scalars(tag)]
+    assert [step for step, _ in scalars["val_loss"]] == [5, 10]
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert scalars["val_loss"][-1][1] == pytest.approx(records[-1]["val_loss"], rel=1e-6)
+    assert {"train_loss", "lr", "tokens_per_s"} <= set(scalars)
