@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -319,3 +320,27 @@ def test_report_to_tensorboard_logs_the_metrics(tmp_path):
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert scalars["val_loss"][-1][1] == pytest.approx(records[-1]["val_loss"], rel=1e-6)
     assert {"train_loss", "lr", "tokens_per_s"} <= set(scalars)
+
+
+def test_streaming_reads_lazily_trains_and_resumes(tmp_path):
+    import datasets
+
+    from gpt1.data import load_corpus
+
+    corpus_file = tmp_path / "lines.txt"
+    corpus_file.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(2000)))
+    corpus = load_corpus(str(corpus_file), streaming=True, val_fraction=0.1)
+    assert isinstance(corpus.train, datasets.IterableDataset)
+    validation_rows = [row["text"] for row in corpus.validation]
+    assert len(validation_rows) == 200 and validation_rows[1].startswith("line 10:")  # every 10th row held out
+    assert not {row["text"] for row in itertools.islice(corpus.train, 500)} & set(validation_rows)
+
+    output = tmp_path / "run"
+    options = ["--dataset", str(corpus_file), "--streaming", "--tokenizer", "char", *TINY, "--save-every", "10",
+               "--eval-every", "10"]  # fmt: skip
+    gpt1_cli("train", "--output-dir", str(output), *options, "--max-steps", "20")
+    resumed = gpt1_cli("train", "--output-dir", str(output), *options, "--max-steps", "30", "--resume")
+    assert "Resumed from" in resumed.stdout + resumed.stderr and "step-00000010" in resumed.stdout + resumed.stderr
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [10, 20, 30]
+    assert records[-1]["val_loss"] < records[0]["val_loss"]

@@ -24,6 +24,7 @@ TRAIN_HELP = {
     "split": "split to train on (default train)",
     "text_column": "column holding the text (default text)",
     "val_fraction": "share of rows held out for validation when the dataset has no validation split (default 0.1)",
+    "streaming": "read the data lazily (corpora larger than memory); shuffles within a 10,000-block buffer",
     "tokenizer": "bpe or char (trained on the data), or a tokenizer folder / Hub id (default bpe)",
     "vocab_size": "BPE vocabulary size (default: the preset's)",
     "preset": "model size and schedule: tiny, small or gpt1 (default tiny)",

@@ -20,8 +20,8 @@ class Corpus:
     """Train and validation text, and whether rows are whole documents (then an end-of-text token separates them)
     or consecutive lines of one text (then they are simply concatenated)."""
 
-    train: datasets.Dataset
-    validation: datasets.Dataset
+    train: datasets.Dataset | datasets.IterableDataset
+    validation: datasets.Dataset | datasets.IterableDataset
     text_column: str
     rows_are_documents: bool
     description: str
@@ -41,28 +41,38 @@ def load_corpus(
     split: str = "train",
     text_column: str = "text",
     val_fraction: float = 0.1,
+    streaming: bool = False,
 ) -> Corpus:
     """Load the training text: the built-in corpus (`dataset=None`), local files or a folder
     (.txt, .json/.jsonl, .csv, .parquet), or a Hub dataset id.
 
     The validation set is the dataset's own `validation` (or `test`) split when it has one, else the
-    last `val_fraction` of the rows (a contiguous tail, as nanoGPT splits its text).
+    last `val_fraction` of the rows (a contiguous tail, as nanoGPT splits its text). With `streaming`,
+    rows are read lazily (`datasets` IterableDataset), and without a validation split every
+    round(1 / val_fraction)-th row is held out, since a stream's length is unknown.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
     if dataset is None or dataset == BUILTIN_CORPUS:
-        return _split(builtin_corpus(), "text", val_fraction, True, "Python documentation topics (pydoc_data)")
+        builtin = builtin_corpus()
+        return _split(
+            builtin.to_iterable_dataset() if streaming else builtin,
+            "text",
+            val_fraction,
+            True,
+            "Python documentation topics (pydoc_data)",
+        )
     path = Path(dataset)
     if path.exists():
-        loaded, rows_are_documents = _load_local(path)
+        loaded, rows_are_documents = _load_local(path, streaming)
         description = str(path)
     elif dataset.startswith((".", os.sep, "~")) or path.suffix in _BUILDERS or dataset.count("/") > 1:
         # Hub ids are "name" or "org/name"; anything else was meant as a local path.
         raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
     else:
-        loaded = datasets.load_dataset(dataset, dataset_config)
+        loaded = datasets.load_dataset(dataset, dataset_config, streaming=streaming)
         rows_are_documents, description = True, f"{dataset}" + (f" ({dataset_config})" if dataset_config else "")
-    if isinstance(loaded, datasets.DatasetDict):
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in loaded:
             raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
         validation_split = next((name for name in ("validation", "test") if name in loaded and name != split), None)
@@ -74,7 +84,9 @@ def load_corpus(
     return _split(loaded, text_column, val_fraction, rows_are_documents, description)
 
 
-def _load_local(path: Path) -> tuple[datasets.DatasetDict, bool]:
+def _load_local(
+    path: Path, streaming: bool = False
+) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, bool]:
     files = sorted(p for p in path.rglob("*") if p.suffix in _BUILDERS) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"No {', '.join(sorted(_BUILDERS))} files in the folder {str(path)!r}.")
@@ -90,7 +102,9 @@ def _load_local(path: Path) -> tuple[datasets.DatasetDict, bool]:
     builder = builders.pop()
     options = {"keep_linebreaks": True} if builder == "text" else {}
     try:
-        loaded = datasets.load_dataset(builder, data_files=[str(file) for file in files], **options)
+        loaded = datasets.load_dataset(
+            builder, data_files=[str(file) for file in files], streaming=streaming, **options
+        )
     except (UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as error:
         raise ValueError(f"Could not read {str(path)!r} as {builder}: {error}. Is it UTF-8 {builder}?") from None
     # Lines of a text file are pieces of one text; rows of json/csv/parquet are separate documents.
@@ -98,8 +112,19 @@ def _load_local(path: Path) -> tuple[datasets.DatasetDict, bool]:
 
 
 def _split(
-    dataset: datasets.Dataset, text_column: str, val_fraction: float, rows_are_documents: bool, description: str
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    text_column: str,
+    val_fraction: float,
+    rows_are_documents: bool,
+    description: str,
 ) -> Corpus:
+    if isinstance(dataset, datasets.IterableDataset):
+        every = max(2, round(1 / val_fraction))
+        train = dataset.filter(lambda _, index: index % every != 0, with_indices=True)
+        validation = dataset.filter(lambda _, index: index % every == 0, with_indices=True)
+        corpus = Corpus(train, validation, text_column, rows_are_documents, description)
+        _check_columns(corpus)
+        return corpus
     if len(dataset) < 2:
         raise ValueError(f"{description} has {len(dataset)} rows; it needs at least 2 to split off validation text.")
     validation_rows = max(1, round(len(dataset) * val_fraction))
@@ -112,6 +137,11 @@ def _split(
 
 def _check_columns(corpus: Corpus) -> None:
     columns = corpus.train.column_names
+    if not columns:  # a stream whose features are unknown until read: look at its first row
+        first = next(iter(corpus.train), None)
+        if first is None:
+            raise ValueError(f"{corpus.description} is empty.")
+        columns = list(first)
     if corpus.text_column not in columns:
         raise ValueError(
             f"{corpus.description} has no text column {corpus.text_column!r}; its columns are {columns}. "
@@ -133,7 +163,6 @@ def pack_blocks(
     Documents are separated by the end-of-text token. Packing is a batched `datasets.map` (cached);
     the tail of the stream that does not fill a block is dropped.
     """
-    tokenized = tokenize_dataset(dataset, tokenizer, text_column=text_column, num_proc=num_proc)
     separator = [tokenizer.eos_token_id] if rows_are_documents else []
 
     def group(batch: dict) -> dict:
@@ -141,5 +170,16 @@ def pack_blocks(
         usable = len(stream) // block_size * block_size
         return {"input_ids": [stream[start : start + block_size] for start in range(0, usable, block_size)]}
 
+    if isinstance(dataset, datasets.IterableDataset):
+        # Lazily, batch by batch, as the stream is read; a map that changes the row count drops the inputs.
+        encode = tokenizer.backend_tokenizer.encode_batch_fast
+        columns = dataset.column_names or list(next(iter(dataset)))
+
+        def encode_and_group(batch: dict) -> dict:
+            ids = [encoding.ids for encoding in encode(batch[text_column], add_special_tokens=False)]
+            return group({"input_ids": ids})
+
+        return dataset.map(encode_and_group, batched=True, batch_size=1000, remove_columns=columns)
+    tokenized = tokenize_dataset(dataset, tokenizer, text_column=text_column, num_proc=num_proc)
     # One map batch holds the whole corpus for small corpora, so that no block is lost between batches.
     return tokenized.map(group, batched=True, batch_size=10_000, num_proc=num_proc, desc="Packing blocks")

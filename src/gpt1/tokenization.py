@@ -149,7 +149,8 @@ def _texts_from(source: object, text_column: str) -> Iterable[str]:
     import datasets  # imported here: it is slow to import, and most callers never need it
 
     if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
-        columns = source.column_names or []
+        # A stream may not know its columns until read: then look at its first row.
+        columns = source.column_names or list(next(iter(source), {}))
         if text_column not in columns:
             raise ValueError(
                 f"The dataset has no column {text_column!r}; its columns are {columns}. Pass text_column=."

@@ -40,6 +40,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+STREAM_SHUFFLE_BUFFER = 10_000  # blocks
+STREAM_TOKENIZER_ROWS = 100_000
+
+
 @dataclass
 class TrainConfig:
     """Every `gpt1 train` option; `None` means "the preset's value"."""
@@ -51,6 +55,7 @@ class TrainConfig:
     split: str = "train"
     text_column: str = "text"
     val_fraction: float = 0.1
+    streaming: bool = False
     # tokenizer and model
     tokenizer: str = "bpe"
     vocab_size: int | None = None
@@ -173,6 +178,7 @@ def train(config: TrainConfig) -> Path:
             split=config.split,
             text_column=config.text_column,
             val_fraction=config.val_fraction,
+            streaming=config.streaming,
         )
         tokenizer = _tokenizer(config, corpus, output_dir, resuming=checkpoint is not None)
         model = _model(config, tokenizer)
@@ -189,8 +195,9 @@ def train(config: TrainConfig) -> Path:
             for name, part in (("training", corpus.train), ("validation", corpus.validation))
         }
     for name, part in (("training", corpus.train), ("validation", corpus.validation)):
-        if len(packed[name]) == 0:
-            tokens = sum(len(row) for row in tokenizer(part[corpus.text_column][:1000])["input_ids"])
+        if next(iter(packed[name]), None) is None:
+            texts = [row[corpus.text_column] for row in itertools.islice(part, 1000)]
+            tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])
             raise ValueError(
                 f"The {name} text of {corpus.description} has about {tokens} tokens, fewer than one block of "
                 f"{config.block_size}. Use more text, a smaller --block-size, or a different --val-fraction."
@@ -203,9 +210,12 @@ def train(config: TrainConfig) -> Path:
 
     train_blocks = packed["training"].with_format("torch")
     val_blocks = packed["validation"].with_format("torch")
-    train_loader = DataLoader(train_blocks, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    if config.streaming:
+        # A stream cannot be permuted: shuffle within a buffer, reshuffled each epoch by set_epoch.
+        train_blocks = train_blocks.shuffle(seed=config.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+    train_loader = DataLoader(train_blocks, batch_size=config.batch_size, shuffle=not config.streaming, drop_last=True)
     val_loader = DataLoader(val_blocks, batch_size=config.batch_size)
-    if len(train_loader) == 0:
+    if not config.streaming and len(train_loader) == 0:
         raise ValueError(
             f"The training text makes {len(train_blocks)} blocks, fewer than one batch of {config.batch_size}. "
             "Use more text or a smaller --batch-size."
@@ -229,8 +239,14 @@ def train(config: TrainConfig) -> Path:
     accelerator.init_trackers("gpt1", config={k: v for k, v in asdict(config).items() if not isinstance(v, list)})
 
     metrics_file = output_dir / "metrics.jsonl"
-    if accelerator.is_main_process and checkpoint is None and metrics_file.exists():
-        metrics_file.unlink()
+    if accelerator.is_main_process and metrics_file.exists():
+        # A fresh run starts a fresh file; a resumed one drops what was logged after its checkpoint.
+        kept = (
+            []
+            if checkpoint is None
+            else [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= progress.step]
+        )
+        metrics_file.write_text("".join(line + "\n" for line in kept))
     _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir)
 
     accelerator.wait_for_everyone()
@@ -411,7 +427,9 @@ def _tokenizer(
     if config.tokenizer in ("bpe", "char"):
         kind: TokenizerKind = "bpe" if config.tokenizer == "bpe" else "char"
         vocab_size = config.vocab_size if kind == "bpe" else None
-        return train_tokenizer(corpus.train, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
+        # From a stream, the tokenizer learns from its first rows rather than reading it all.
+        source = corpus.train.take(STREAM_TOKENIZER_ROWS) if config.streaming else corpus.train
+        return train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
     if not os.path.exists(config.tokenizer) and config.tokenizer.startswith((".", "/", "~")):
         raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
     return AutoTokenizer.from_pretrained(config.tokenizer)
