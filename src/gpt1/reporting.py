@@ -34,12 +34,13 @@ def write_loss_curve(run_dir: Path) -> Path | None:
     return target
 
 
-def write_model_card(run_dir: Path, config, data_description: str, steps: int, tokens_seen: int) -> Path:
+def write_model_card(run_dir: Path, model, data_description: str, steps: int, tokens_seen: int) -> Path:
     """README.md for the Hub: metadata, architecture, data, results and how to load it."""
     records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     last = records[-1] if records else {}
     train_loss, val_loss = last.get("train_loss"), last.get("val_loss")
-    parameters = _parameter_count(config)
+    config = model.config
+    parameters = model.num_parameters()  # tied embeddings counted once
     results = (
         f"| final train loss | {train_loss:.4f} |\n| final validation loss | {val_loss:.4f} |\n"
         f"| validation perplexity | {math.exp(min(val_loss, 50.0)):.2f} |\n"
@@ -99,14 +100,6 @@ data and knows nothing else. Its output is not factual and must not be relied on
     target = run_dir / "README.md"
     target.write_text(card)
     return target
-
-
-def _parameter_count(config) -> int:
-    inner = config.n_inner or 4 * config.n_embd
-    per_block = 4 * config.n_embd * config.n_embd + 4 * config.n_embd  # qkv and output projections
-    per_block += 2 * config.n_embd * inner + inner + config.n_embd  # feed-forward
-    per_block += 4 * config.n_embd  # two LayerNorms
-    return (config.vocab_size + config.n_positions) * config.n_embd + config.n_layer * per_block
 
 
 def _escape(text: str) -> str:

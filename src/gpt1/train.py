@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import Corpus, load_corpus, pack_blocks
+from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
+from .reporting import write_loss_curve, write_model_card
 from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
 
 # Model sizes and the schedule that suits each. "tiny" trains in a few CPU minutes; "small" is
@@ -253,21 +256,15 @@ def train(config: TrainConfig) -> Path:
     final_model = accelerator.unwrap_model(model)
     final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
-        from .reporting import write_loss_curve, write_model_card
-
-        write_loss_curve(output_dir)
-        write_model_card(output_dir, final_model.config, corpus.description, progress.step, progress.tokens_seen)
+        # The loss curve is already drawn: the last step always evaluates.
+        write_model_card(output_dir, final_model, corpus.description, progress.step, progress.tokens_seen)
         if config.push_to_hub:
-            from .hub import push_folder
-
             accelerator.print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
     accelerator.end_training()
     return output_dir
 
 
 def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir):
-    from tqdm.auto import tqdm
-
     batches = _batches(accelerator, train_loader, progress)
     bar = tqdm(
         total=config.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="train"
@@ -324,8 +321,6 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
                 )
                 with (output_dir / "metrics.jsonl").open("a") as file:
                     file.write(json.dumps(record) + "\n")
-                from .reporting import write_loss_curve
-
                 write_loss_curve(output_dir)
             model.train()
         if progress.step % config.save_every == 0 and progress.step < config.max_steps:
@@ -485,7 +480,3 @@ def _schedule(config: ResolvedTrainConfig):
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return multiplier
-
-
-def config_fields() -> list[str]:
-    return [item.name for item in fields(TrainConfig)]
