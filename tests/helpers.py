@@ -60,3 +60,16 @@ def run_without_gpt1(script: str, tmp_path: Path, **inputs) -> dict:
     )
     assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(outputs_file.read_text())
+
+
+def gpt1_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m gpt1 ARGS` as a user would, offline; assert success unless `check=False`."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"gpt1 {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result

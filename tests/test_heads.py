@@ -45,9 +45,13 @@ def test_head_shares_the_pretrained_lm_weights(tmp_path):
 
 
 def lm_loss_of(model, ids, mask):
-    labels = ids.masked_fill(mask == 0, -100)
+    """OpenAI's definition: each sequence's mean token loss, then the mean over sequences."""
     logits = model.lm_head(model.transformer(ids, attention_mask=mask).last_hidden_state)
-    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    per_sequence = []
+    for row_logits, row_ids, row_mask in zip(logits, ids, mask, strict=True):
+        length = int(row_mask.sum())
+        per_sequence.append(torch.nn.functional.cross_entropy(row_logits[: length - 1], row_ids[1:length]))
+    return torch.stack(per_sequence).mean()
 
 
 def test_single_label_loss_adds_weighted_auxiliary_lm_loss():
@@ -57,6 +61,12 @@ def test_single_label_loss_adds_weighted_auxiliary_lm_loss():
     outputs = model(ids, attention_mask=mask, labels=labels)
     task = torch.nn.functional.cross_entropy(outputs.logits, labels)
     torch.testing.assert_close(outputs.loss, task + 0.5 * lm_loss_of(model, ids, mask))
+    # Rows of 4 and 2 tokens: a token-level mean would weigh the long row 3:1, not 1:1.
+    token_mean = 0.5 * torch.nn.functional.cross_entropy(
+        model.lm_head(model.transformer(ids, attention_mask=mask).last_hidden_state)[:, :-1].reshape(-1, 96),
+        ids.masked_fill(mask == 0, -100)[:, 1:].reshape(-1),
+    )
+    assert not torch.allclose(outputs.loss, task + token_mean)
     model.config.auxiliary_lm_loss_weight = 0.0
     torch.testing.assert_close(model(ids, attention_mask=mask, labels=labels).loss, task)
     assert model.config.problem_type == "single_label_classification"

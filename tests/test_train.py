@@ -19,21 +19,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gpt1.train import TrainConfig, train
 
+from .helpers import gpt1_cli
+
 # A model and schedule small enough for a few seconds on 2 CPU cores.
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
         "--vocab-size", "300", "--eval-batches", "2", "--sample-tokens", "8"]  # fmt: skip
-
-
-def gpt1_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"gpt1 {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
+
+from .finetune import FinetuneConfig
+from .train import TrainConfig
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -60,31 +64,71 @@ TRAIN_HELP = {
 }
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from dataclasses import MISSING, fields
+# Help for each `gpt1 finetune` option (the options themselves come from gpt1.finetune.FinetuneConfig).
+FINETUNE_HELP = {
+    "model": "the pretrained gpt1 model folder or Hub repo id to start from (required)",
+    "dataset": "Hub dataset id, or a local .csv/.json/.jsonl/.parquet file or folder (.txt too for causal-lm)",
+    "task": "causal-lm, classification or multiple-choice (default classification)",
+    "output_dir": "where the best model, checkpoints and metrics go (default runs/gpt1-finetuned)",
+    "dataset_config": "Hub dataset configuration name",
+    "split": "split to train on (default train)",
+    "val_fraction": "share of rows held out (at random) when the dataset has no validation split (default 0.1)",
+    "text_column": "column of the text to classify, or of the text to train on for causal-lm (default text)",
+    "text_pair_column": "second text column: <|start|> text <|delimiter|> pair <|classify|> (entailment)",
+    "label_column": "column of the labels: class names or ids, or the right choice's index (default label)",
+    "context_column": "multiple-choice: column of the question or context (default context)",
+    "choices_column": "multiple-choice: column holding the list of answers (default choices)",
+    "max_length": "truncate inputs to this many tokens (default: the model's context)",
+    "lr": "peak learning rate (default 6.25e-5, GPT-1's)",
+    "batch_size": "examples per device per step (default 32)",
+    "epochs": "training epochs (default 3)",
+    "max_steps": "stop after this many optimizer steps (overrides --epochs)",
+    "warmup_ratio": "share of the steps spent warming up, then linear decay (default 0.002)",
+    "weight_decay": "AdamW weight decay (default 0.01)",
+    "aux_lm_weight": "weight of the auxiliary language-modelling loss (default 0.5; 0 turns it off)",
+    "grad_accum": "micro-batches per optimizer step (default 1)",
+    "mixed_precision": "no, bf16 or fp16 (default no)",
+    "seed": "random seed (default 1337)",
+    "lora": "train LoRA adapters on the attention and MLP projections, then merge them (needs gpt1[lora])",
+    "lora_rank": "LoRA rank (default 8)",
+    "lora_alpha": "LoRA alpha (default 16)",
+    "lora_dropout": "LoRA dropout (default 0.05)",
+    "logging_steps": "log the training loss every N steps (default 10)",
+    "report_to": "Trainer trackers, e.g. tensorboard (repeatable)",
+    "resume": "continue from the latest checkpoint in --output-dir",
+    "push_to_hub": "upload the finished folder to this Hub repo (needs `hf auth login` or HF_TOKEN)",
+}
 
-    from .train import TrainConfig
 
-    for option in fields(TrainConfig):
+def _add_options(parser: argparse.ArgumentParser, config_class: type, helps: dict[str, str]) -> None:
+    """One option per field of the config dataclass, typed after the field."""
+    for option in fields(config_class):
         flag = "--" + option.name.replace("_", "-")
         default = option.default if option.default is not MISSING else None
         if option.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=TRAIN_HELP[option.name])
+            parser.add_argument(flag, action="store_true", help=helps[option.name])
         elif option.name == "report_to":
-            parser.add_argument(flag, action="append", default=[], help=TRAIN_HELP[option.name])
+            parser.add_argument(flag, action="append", default=[], help=helps[option.name])
         else:
             kind = {"int | None": int, "int": int, "float | None": float, "float": float}.get(str(option.type), str)
-            parser.add_argument(flag, type=kind, default=default, help=TRAIN_HELP[option.name])
+            parser.add_argument(flag, type=kind, default=default, help=helps[option.name])
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
-    from .train import TrainConfig, train
+    from .train import train
 
     config = TrainConfig(**{option.name: getattr(args, option.name) for option in fields(TrainConfig)})
     output = train(config)
     print(f'Saved the model to {output}. Try: gpt1 generate --model {output} "{config.sample_prompt}"')
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune
+
+    config = FinetuneConfig(**{option.name: getattr(args, option.name) for option in fields(FinetuneConfig)})
+    output = finetune(config)
+    print(f"Saved the best model to {output} (metrics in {output / 'eval_results.json'}).")
     return 0
 
 
@@ -126,8 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain a GPT-1 on your text (default: a built-in corpus) and save a shareable HF folder. "
         "Run it under `accelerate launch -m gpt1 train` or `torchrun ... -m gpt1 train` for several processes.",
     )
-    _add_train_options(train)
+    _add_options(train, TrainConfig, TRAIN_HELP)
     train.set_defaults(handler=_train)
+
+    finetune = subcommands.add_parser(
+        "finetune",
+        help="fine-tune a pretrained GPT-1 with transformers.Trainer (classification, multiple choice, LM)",
+        description="Fine-tune a gpt1 model on a Hub dataset or a local CSV/JSON/parquet file with GPT-1's recipe "
+        "(lr 6.25e-5, batch 32, 3 epochs, 0.2%% warmup then linear decay, auxiliary LM loss 0.5), evaluate each "
+        "epoch and save the best model as an HF folder.",
+    )
+    _add_options(finetune, FinetuneConfig, FINETUNE_HELP)
+    finetune.set_defaults(handler=_finetune)
 
     generate = subcommands.add_parser(
         "generate", help="generate text from a model", description="Stream text generated from PROMPT to stdout."

@@ -84,6 +84,44 @@ def load_corpus(
     return _split(loaded, text_column, val_fraction, rows_are_documents, description)
 
 
+def load_rows(
+    dataset: str,
+    *,
+    dataset_config: str | None = None,
+    split: str = "train",
+    val_fraction: float = 0.1,
+    seed: int = 1337,
+) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+    """Labelled rows for fine-tuning: (train, validation, description).
+
+    `dataset` is a local .csv/.json/.jsonl/.parquet file or folder, or a Hub dataset id. The validation
+    rows are the dataset's own `validation` (or `test`) split, else a seeded random `val_fraction` of
+    the rows: unlike running text, a labelled file is often sorted by label, so a tail would be one class.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    path = Path(dataset)
+    if path.exists():
+        loaded, _ = _load_local(path)
+        description = str(path)
+    elif dataset.startswith((".", os.sep, "~")) or path.suffix in _BUILDERS or dataset.count("/") > 1:
+        raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
+    else:
+        loaded = datasets.load_dataset(dataset, dataset_config)
+        description = dataset + (f" ({dataset_config})" if dataset_config else "")
+    assert isinstance(loaded, datasets.DatasetDict)
+    if split not in loaded:
+        raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
+    validation_split = next((name for name in ("validation", "test") if name in loaded and name != split), None)
+    if validation_split is not None:
+        return loaded[split], loaded[validation_split], description
+    rows = loaded[split]
+    if len(rows) < 2:
+        raise ValueError(f"{description} has {len(rows)} rows; it needs at least 2 to hold some out for validation.")
+    held_out = rows.train_test_split(test_size=max(1, round(len(rows) * val_fraction)), seed=seed)
+    return held_out["train"], held_out["test"], description
+
+
 def _load_local(
     path: Path, streaming: bool = False
 ) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, bool]:
@@ -102,13 +140,26 @@ def _load_local(
     builder = builders.pop()
     options = {"keep_linebreaks": True} if builder == "text" else {}
     try:
-        loaded = datasets.load_dataset(
-            builder, data_files=[str(file) for file in files], streaming=streaming, **options
-        )
+        loaded = datasets.load_dataset(builder, data_files=_files_by_split(path, files), streaming=streaming, **options)
     except (UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as error:
         raise ValueError(f"Could not read {str(path)!r} as {builder}: {error}. Is it UTF-8 {builder}?") from None
     # Lines of a text file are pieces of one text; rows of json/csv/parquet are separate documents.
     return loaded, builder != "text"
+
+
+def _files_by_split(path: Path, files: list[Path]) -> dict[str, list[str]]:
+    """A folder's files grouped into splits by their names (train.csv, validation.csv, test.csv, dev.csv,
+    ...), with the naming rules of `datasets`; a file, or a folder of unnamed files, is all "train"."""
+    if not path.is_dir():
+        return {"train": [str(path)]}
+    patterns = datasets.data_files.get_data_patterns(str(path))
+    found = datasets.data_files.DataFilesDict.from_patterns(patterns, base_path=str(path))
+    wanted = {str(file.resolve()) for file in files}
+    by_split = {
+        str(split): sorted(str(Path(file).resolve()) for file in split_files if str(Path(file).resolve()) in wanted)
+        for split, split_files in found.items()
+    }
+    return {split: split_files for split, split_files in by_split.items() if split_files} or {"train": sorted(wanted)}
 
 
 def _split(
@@ -183,3 +234,17 @@ def pack_blocks(
     tokenized = tokenize_dataset(dataset, tokenizer, text_column=text_column, num_proc=num_proc)
     # One map batch holds the whole corpus for small corpora, so that no block is lost between batches.
     return tokenized.map(group, batched=True, batch_size=10_000, num_proc=num_proc, desc="Packing blocks")
+
+
+def pack_corpus(corpus: Corpus, tokenizer, *, block_size: int) -> dict[str, datasets.Dataset]:
+    """`pack_blocks` on both parts of `corpus`: {"training": ..., "validation": ...}."""
+    return {
+        name: pack_blocks(
+            part,
+            tokenizer,
+            block_size=block_size,
+            text_column=corpus.text_column,
+            rows_are_documents=corpus.rows_are_documents,
+        )
+        for name, part in (("training", corpus.train), ("validation", corpus.validation))
+    }

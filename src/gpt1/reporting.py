@@ -104,3 +104,81 @@ data and knows nothing else. Its output is not factual and must not be relied on
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+_PIPELINE_TAGS = {
+    "causal-lm": ("text-generation", "AutoModelForCausalLM"),
+    "classification": ("text-classification", "AutoModelForSequenceClassification"),
+    "multiple-choice": ("multiple-choice", "AutoModelForMultipleChoice"),
+}
+
+
+def write_finetune_card(run_dir: Path, model, config, data_description: str, metrics: dict, steps: int) -> Path:
+    """README.md for a fine-tuned model: what it was tuned from and on, its evaluation, how to load it."""
+    pipeline_tag, auto_class = _PIPELINE_TAGS[config.task]
+    shown = {key.removeprefix("eval_"): value for key, value in metrics.items() if isinstance(value, float)}
+    rows = "".join(
+        f"| {name} | {value:.4f} |\n" for name, value in shown.items() if name in ("accuracy", "loss", "perplexity")
+    )
+    labels = ""
+    if getattr(model.config, "id2label", None) and config.task == "classification":
+        names = ", ".join(f"`{model.config.id2label[index]}`" for index in sorted(model.config.id2label))
+        labels = f"| labels | {names} |\n"
+    if config.task == "classification":
+        usage = """classify = pipeline("text-classification", model="PATH_OR_REPO", trust_remote_code=True)
+print(classify("Your text here"))"""
+    elif config.task == "multiple-choice":
+        usage = """model = AutoModelForMultipleChoice.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
+# Build <|start|> context <|delimiter|> answer <|classify|> per choice; gpt1.multiple_choice_inputs does it."""
+    else:
+        usage = """generate = pipeline("text-generation", model="PATH_OR_REPO", trust_remote_code=True)
+print(generate("Once upon a time", max_new_tokens=50)[0]["generated_text"])"""
+    card = f"""---
+library_name: transformers
+pipeline_tag: {pipeline_tag}
+tags:
+- gpt1
+- custom_code
+- {pipeline_tag}
+license: apache-2.0
+---
+
+# GPT-1 fine-tuned for {config.task}
+
+A GPT-1-style decoder (Radford et al., 2018) fine-tuned with `transformers.Trainer` by
+[gpt1](https://pypi.org/project/gpt1/), from `{config.model}`.
+
+| | |
+|---|---|
+| task | {config.task} ({auto_class}) |
+| data | {data_description} |
+| layers × width × heads | {model.config.n_layer} × {model.config.n_embd} × {model.config.n_head} |
+| steps | {steps:,} |
+| learning rate, batch, epochs | {config.lr:g}, {config.batch_size}, {config.epochs:g} |
+| auxiliary LM loss weight | {config.aux_lm_weight:g} |
+| LoRA | {f"rank {config.lora_rank}, merged into the weights" if config.lora else "no"} |
+{labels}
+## Evaluation (validation rows, best epoch)
+
+| metric | value |
+|---|---|
+{rows}
+## Usage
+
+The model code travels with the weights, so `gpt1` need not be installed:
+
+```python
+from transformers import {auto_class}, AutoTokenizer, pipeline
+
+{usage}
+```
+
+## Limitations
+
+A small model fine-tuned on {data_description} only; check its accuracy on your own data before
+relying on it.
+"""
+    target = run_dir / "README.md"
+    target.write_text(card)
+    return target

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .model import GPT1Config
@@ -195,6 +195,26 @@ def _read_files(paths: list[Path]) -> Iterator[str]:
                 f"{str(path)!r} is not UTF-8 text (byte {error.start}: {error.reason}). Convert it, e.g. "
                 f"`iconv -f latin1 -t utf-8 {path.name}`."
             ) from None
+
+
+def use_task_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make `tokenizer(text)` and `tokenizer(text, pair)` produce GPT-1's classification and entailment
+    formats, `<|start|> text <|classify|>` and `<|start|> a <|delimiter|> b <|classify|>`.
+
+    A fine-tuned classifier's tokenizer is saved this way, so that `pipeline("text-classification")`
+    and any plain `tokenizer(...)` call feed the model what it was trained on. The template lives in
+    tokenizer.json: loading it needs no custom code. `add_special_tokens=False` still gives bare text.
+    """
+    start, delimiter, classify = TASK_TOKENS.values()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (start, delimiter, classify)}
+    missing = [token for token, index in ids.items() if index is None or index == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"The tokenizer has no GPT-1 task tokens {missing}; call gpt1.add_task_tokens(tokenizer).")
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{start} $A {classify}",
+        pair=f"{start} $A {delimiter} $B:1 {classify}:1",
+        special_tokens=list(ids.items()),
+    )
 
 
 def pair_tokenizer_with_model(

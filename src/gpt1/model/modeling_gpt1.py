@@ -17,7 +17,6 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -381,18 +380,24 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
     def _auxiliary_lm_loss(
         self, hidden_states: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
     ) -> torch.Tensor | None:
-        """The LM loss L1 on the task's own text, or None when it is switched off or cannot be formed."""
+        """The LM loss L1 on the task's own text, or None when it is switched off or cannot be formed.
+
+        As in OpenAI's fine-tuning code, each sequence's loss is the mean over its own tokens and the
+        batch loss is the mean over sequences. Every example then weighs the same whatever its length,
+        and a batch split into equal micro-batches (gradient accumulation) gives the same loss.
+        """
         if self.config.auxiliary_lm_loss_weight == 0 or input_ids is None:
             return None
-        lm_labels = input_ids
+        is_real = torch.ones_like(input_ids, dtype=torch.bool)
         if attention_mask is not None and attention_mask.dim() == 2:
-            lm_labels = input_ids.masked_fill(attention_mask[:, -input_ids.shape[1] :] == 0, -100)
+            is_real = attention_mask[:, -input_ids.shape[1] :].to(torch.bool)
         elif self.config.pad_token_id is not None:
-            lm_labels = input_ids.masked_fill(input_ids == self.config.pad_token_id, -100)
-        lm_loss = ForCausalLMLoss(
-            logits=self.lm_head(hidden_states), labels=lm_labels, vocab_size=self.config.vocab_size
-        )
-        return self.config.auxiliary_lm_loss_weight * lm_loss
+            is_real = input_ids != self.config.pad_token_id
+        logits = self.lm_head(hidden_states[:, :-1]).float()
+        targets, target_is_real = input_ids[:, 1:], is_real[:, 1:].to(logits.dtype)
+        token_losses = nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        per_sequence = (token_losses * target_is_real).sum(1) / target_is_real.sum(1).clamp(min=1)
+        return self.config.auxiliary_lm_loss_weight * per_sequence.mean()
 
 
 class GPT1ForSequenceClassification(_GPT1TaskHead):

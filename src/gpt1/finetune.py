@@ -1,0 +1,402 @@
+"""Fine-tuning with `transformers.Trainer`: GPT-1's discriminative heads and continued LM training.
+
+gpt1 finetune --model runs/gpt1-tiny --dataset reviews.csv --task classification --label-column label
+
+GPT-1's recipe is the default (Radford et al., 2018, section 4.1): learning rate 6.25e-5, batch 32,
+3 epochs, linear warmup over 0.2% of training then linear decay, and the auxiliary LM loss with
+weight 0.5. Each epoch is evaluated, and the best model is saved as a shareable HF folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import (
+    AutoTokenizer,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+    set_seed,
+)
+
+from .data import load_corpus, load_rows, pack_corpus
+from .hub import push_folder
+from .model import GPT1Config, GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
+from .reporting import write_finetune_card
+from .tasks import TaskDataCollator, add_task_tokens, classification_inputs, entailment_inputs, multiple_choice_inputs
+from .tokenization import use_task_template
+
+TASKS = ("causal-lm", "classification", "multiple-choice")
+# The modules LoRA adapts: every projection in attention and the feed-forward.
+LORA_TARGET_MODULES = ["qkv_proj", "out_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class FinetuneConfig:
+    """Every `gpt1 finetune` option. The defaults are GPT-1's fine-tuning recipe."""
+
+    model: str = ""
+    dataset: str = ""
+    task: str = "classification"
+    output_dir: str = "runs/gpt1-finetuned"
+    # data
+    dataset_config: str | None = None
+    split: str = "train"
+    val_fraction: float = 0.1
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    context_column: str = "context"
+    choices_column: str = "choices"
+    max_length: int | None = None
+    # optimisation (GPT-1's recipe)
+    lr: float = 6.25e-5
+    batch_size: int = 32
+    epochs: float = 3.0
+    max_steps: int = -1
+    warmup_ratio: float = 0.002
+    weight_decay: float = 0.01
+    aux_lm_weight: float = 0.5
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+    seed: int = 1337
+    # LoRA (needs `pip install gpt1[lora]`)
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    # seeing it learn, resuming, sharing
+    logging_steps: int = 10
+    report_to: list[str] = field(default_factory=list)
+    resume: bool = False
+    push_to_hub: str | None = None
+
+    def check(self) -> None:
+        if not self.model:
+            raise ValueError("--model is required: a gpt1 model folder or Hub repo id to fine-tune.")
+        if not self.dataset:
+            raise ValueError("--dataset is required: a Hub dataset id or a local .csv/.json/.jsonl/.parquet file.")
+        if self.task not in TASKS:
+            raise ValueError(f"Unknown --task {self.task!r}; choose one of {list(TASKS)}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}.")
+        for name in ("lr", "batch_size", "grad_accum", "lora_rank", "logging_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError(f"--epochs must be positive (or set --max-steps), got {self.epochs}.")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.aux_lm_weight < 0:
+            raise ValueError(f"--aux-lm-weight must be >= 0 (GPT-1 used 0.5), got {self.aux_lm_weight}.")
+
+
+@dataclass
+class PreparedTask:
+    """A task's model inputs, ready for `Trainer`."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    collator: Any
+    label_names: list[str] | None
+    description: str
+
+
+def finetune(config: FinetuneConfig) -> Path:
+    """Fine-tune a pretrained gpt1 model as `config` says; return the folder of the best model."""
+    config.check()
+    set_seed(config.seed)  # the new head's and LoRA's initial weights come from the global RNG
+    output_dir = Path(config.output_dir)
+    check_gpt1_checkpoint(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    if config.task != "causal-lm" and add_task_tokens(tokenizer):
+        # e.g. a converted openai-gpt tokenizer: the start/delimiter/classify embeddings are learnt here.
+        print(f"Added GPT-1's task tokens to the tokenizer ({len(tokenizer)} tokens now).")
+    task = prepare_task(config, tokenizer)
+    model = load_model_for_task(config, tokenizer, task.label_names)
+    if config.lora:
+        model = _with_lora(model, config)
+
+    metric = "accuracy" if config.task != "causal-lm" else "loss"
+    arguments = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a share of the total steps
+        lr_scheduler_type="linear",
+        weight_decay=config.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=metric == "accuracy",
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to=config.report_to or "none",
+        seed=config.seed,
+        bf16=config.mixed_precision == "bf16",
+        fp16=config.mixed_precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=task.train,
+        eval_dataset=task.validation,
+        data_collator=task.collator,
+        processing_class=tokenizer,
+        compute_metrics=accuracy if config.task != "causal-lm" else None,
+    )
+    resume = config.resume and any((output_dir / "checkpoints").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics = trainer.evaluate()  # the best model, reloaded at the end of training
+    if config.task == "causal-lm":
+        metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+
+    best: Any = trainer.accelerator.unwrap_model(trainer.model)
+    if config.lora:
+        best = best.merge_and_unload()  # a plain gpt1 model again: saves and loads like any other
+    if trainer.is_world_process_zero():
+        best.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / "finetune_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_finetune_card(output_dir, best, config, task.description, metrics, trainer.state.global_step)
+        if config.push_to_hub:
+            print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
+    return output_dir
+
+
+def check_gpt1_checkpoint(model: str) -> None:
+    """A clear error when `model` is missing or is not a gpt1 model. Reads config.json as data only:
+    no remote code runs to find out what the checkpoint is."""
+    looks_local = os.path.exists(model) or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local and not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
+        )
+    config_dict, _ = PreTrainedConfig.get_config_dict(model)
+    model_type = config_dict.get("model_type")
+    if model_type != GPT1Config.model_type:
+        raise ValueError(
+            f"{model!r} is a {model_type!r} checkpoint, not gpt1. Fine-tune a model made by `gpt1 train`, "
+            "or convert an openai-gpt checkpoint first with `gpt1 convert`."
+        )
+
+
+def load_model_for_task(
+    config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None
+) -> PreTrainedModel:
+    """The pretrained weights under the task's head, with embeddings resized to the tokenizer."""
+    overrides: dict[str, Any] = dict(auxiliary_lm_loss_weight=config.aux_lm_weight, dtype=torch.float32)
+    model: PreTrainedModel
+    if config.task == "causal-lm":
+        model = GPT1ForCausalLM.from_pretrained(config.model, dtype=torch.float32)
+    elif config.task == "classification":
+        assert label_names is not None
+        model = GPT1ForSequenceClassification.from_pretrained(
+            config.model,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: index for index, name in enumerate(label_names)},
+            **overrides,
+        )
+    else:
+        model = GPT1ForMultipleChoice.from_pretrained(config.model, **overrides)
+    if len(tokenizer) > model.config.vocab_size:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def prepare_task(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedTask:
+    """Load the dataset and turn it into the task's inputs: packed blocks for causal-lm, GPT-1's
+    `<|start|> ... <|classify|>` sequences for the heads."""
+    if config.task == "causal-lm":
+        corpus = load_corpus(
+            config.dataset,
+            dataset_config=config.dataset_config,
+            split=config.split,
+            text_column=config.text_column,
+            val_fraction=config.val_fraction,
+        )
+        block_size = min(config.max_length or tokenizer.model_max_length, tokenizer.model_max_length)
+        blocks = pack_corpus(corpus, tokenizer, block_size=block_size)
+        for name, part in blocks.items():
+            if len(part) == 0:
+                raise ValueError(
+                    f"The {name} text of {corpus.description} is shorter than one block of {block_size} tokens. "
+                    "Use more text or a smaller --max-length."
+                )
+        with_labels = {name: part.map(lambda row: {"labels": row["input_ids"]}) for name, part in blocks.items()}
+        return PreparedTask(
+            with_labels["training"], with_labels["validation"], default_data_collator, None, corpus.description
+        )
+
+    train, validation, description = load_rows(
+        config.dataset,
+        dataset_config=config.dataset_config,
+        split=config.split,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
+    if config.task == "classification":
+        columns = {"text-column": config.text_column, "label-column": config.label_column}
+        if config.text_pair_column:
+            columns["text-pair-column"] = config.text_pair_column
+        _require_columns(train, validation, columns, description)
+        label_names = _label_names(train, validation, config.label_column, description)
+        use_task_template(tokenizer)  # pipeline("text-classification") then builds GPT-1's format itself
+        encode = _classification_encoder(config, tokenizer, label_names)
+    else:
+        columns = {
+            "context-column": config.context_column,
+            "choices-column": config.choices_column,
+            "label-column": config.label_column,
+        }
+        _require_columns(train, validation, columns, description)
+        _check_choices(train, validation, config, description)
+        label_names = None
+        encode = _multiple_choice_encoder(config, tokenizer)
+    encoded = [
+        part.map(encode, batched=True, remove_columns=part.column_names, desc=f"Encoding {name}")
+        for name, part in (("train", train), ("validation", validation))
+    ]
+    return PreparedTask(encoded[0], encoded[1], TaskDataCollator(tokenizer), label_names, description)
+
+
+def accuracy(prediction) -> dict[str, float]:
+    """`compute_metrics` for the heads: the share of rows whose highest logit is the label."""
+    logits, labels = prediction.predictions, prediction.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def _classification_encoder(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase, label_names: list[str]):
+    label_ids = {name: index for index, name in enumerate(label_names)}
+
+    def encode(batch: dict) -> dict:
+        labels = [label_ids[str(label)] for label in batch[config.label_column]]
+        texts = [str(text) for text in batch[config.text_column]]
+        if config.text_pair_column:
+            pairs = [str(text) for text in batch[config.text_pair_column]]
+            return dict(
+                entailment_inputs(tokenizer, texts, pairs, labels, max_length=config.max_length, return_tensors=None)
+            )
+        return dict(classification_inputs(tokenizer, texts, labels, max_length=config.max_length, return_tensors=None))
+
+    return encode
+
+
+def _multiple_choice_encoder(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase):
+    def encode(batch: dict) -> dict:
+        return dict(
+            multiple_choice_inputs(
+                tokenizer,
+                [str(text) for text in batch[config.context_column]],
+                [[str(choice) for choice in choices] for choices in batch[config.choices_column]],
+                [int(label) for label in batch[config.label_column]],
+                max_length=config.max_length,
+                return_tensors=None,
+            )
+        )
+
+    return encode
+
+
+def _require_columns(
+    train: datasets.Dataset, validation: datasets.Dataset, columns: dict[str, str], description: str
+) -> None:
+    """`columns` maps each option (e.g. "label-column") to the column it names."""
+    for part, name in ((train, "training"), (validation, "validation")):
+        for option, column in columns.items():
+            if column not in part.column_names:
+                raise ValueError(
+                    f"The {name} rows of {description} have no column {column!r}; their columns are "
+                    f"{part.column_names}. Name the right one with --{option}."
+                )
+
+
+def _label_names(train: datasets.Dataset, validation: datasets.Dataset, column: str, description: str) -> list[str]:
+    """Class names in id order: a ClassLabel's names, or the sorted distinct labels of the training rows."""
+    feature = train.features.get(column)
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    seen = set(train.unique(column))
+    if None in seen:
+        raise ValueError(f"Some training rows of {description} have no {column!r} value; fill or drop them.")
+    if len(seen) < 2:
+        raise ValueError(
+            f"The training rows of {description} have a single label {sorted(map(str, seen))}; "
+            "classification needs at least two."
+        )
+    names = [str(label) for label in sorted(seen)]
+    unknown = sorted({str(label) for label in validation.unique(column)} - set(names))
+    if unknown:
+        raise ValueError(
+            f"The validation rows of {description} have labels {unknown} that no training row has "
+            f"(the label set is {names}). Fix the labels or add training rows for them."
+        )
+    return names
+
+
+def _check_choices(
+    train: datasets.Dataset, validation: datasets.Dataset, config: FinetuneConfig, description: str
+) -> None:
+    """Every example needs the same number of choices, and a label that indexes one of them."""
+    counts: dict[int, int] = {}
+    for part in (train, validation):
+        for index, (choices, label) in enumerate(
+            zip(part[config.choices_column], part[config.label_column], strict=True)
+        ):
+            if not isinstance(choices, (list, tuple)):
+                raise ValueError(
+                    f"Row {index} of {description}: --choices-column {config.choices_column!r} must hold a list "
+                    f"of answers, got {type(choices).__name__} {choices!r}."
+                )
+            counts.setdefault(len(choices), index)
+            if not isinstance(label, (int, np.integer)) or not 0 <= int(label) < len(choices):
+                raise ValueError(
+                    f"Row {index} of {description}: label {label!r} is not the index of one of its "
+                    f"{len(choices)} choices (0..{len(choices) - 1})."
+                )
+    if len(counts) > 1:
+        raise ValueError(
+            f"The rows of {description} have different numbers of choices: {sorted(counts)} (first seen at rows "
+            f"{counts}). Every example needs the same number; pad short ones with empty answers."
+        )
+
+
+def _with_lora(model: PreTrainedModel, config: FinetuneConfig) -> PreTrainedModel:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("--lora needs peft: pip install 'gpt1[lora]' (or pip install peft).") from None
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=LORA_TARGET_MODULES,
+        # The new task head is trained in full; the pretrained body only through its adapters.
+        modules_to_save=["classifier"] if config.task != "causal-lm" else None,
+    )
+    peft_model = get_peft_model(model, lora)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    print(f"LoRA: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%).")
+    return peft_model  # type: ignore[return-value]
