@@ -242,56 +242,6 @@ class TestBadInputBeforeTraining:
         assert not (output / "model.safetensors").exists()
 
 
-def test_push_to_hub_uploads_the_shareable_files_in_one_commit(trained, tmp_path):
-    from gpt1.hub import push_folder
-
-    from .hub_double import RecordingHub
-
-    hub = RecordingHub(cache=tmp_path / "hub-cache")
-    url = push_folder(trained, "someone/gpt1-tiny", api=hub)
-    assert url.startswith("https://huggingface.co/someone/gpt1-tiny/commit/")
-    assert len(hub.commits) == 1
-    assert hub.commits[0]["files"] == sorted(
-        [
-            "README.md",
-            "config.json",
-            "configuration_gpt1.py",
-            "generation_config.json",
-            "loss_curve.png",
-            "model.safetensors",
-            "modeling_gpt1.py",
-            "tokenizer.json",
-            "tokenizer_config.json",
-        ]
-    )  # no checkpoints, optimizer states, metrics or caches
-
-    # A fresh process without gpt1 loads it by repo id from the recorded commit, offline.
-    loader = tmp_path / "load.py"
-    loader.write_text(
-        "import json, sys, torch\nsys.modules['gpt1'] = None\n"
-        "from transformers import AutoModelForCausalLM\n"
-        "model = AutoModelForCausalLM.from_pretrained('someone/gpt1-tiny', trust_remote_code=True)\n"
-        "print(json.dumps(model(torch.tensor([[5, 6, 7]])).logits.tolist()))\n"
-    )
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_HUB_OFFLINE": "1",
-           "HF_MODULES_CACHE": str(tmp_path / "modules")}  # fmt: skip
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, str(loader)], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    expected = AutoModelForCausalLM.from_pretrained(trained, trust_remote_code=True)(torch.tensor([[5, 6, 7]])).logits
-    torch.testing.assert_close(torch.tensor(json.loads(result.stdout)), expected, atol=1e-6, rtol=1e-5)
-
-
-def test_push_without_login_says_how_to_log_in(trained, tmp_path, monkeypatch):
-    from gpt1.hub import push_folder
-
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
-    monkeypatch.setattr("gpt1.hub.get_token", lambda: None)
-    with pytest.raises(ValueError, match="Not logged in.*hf auth login.*HF_TOKEN"):
-        push_folder(trained, "someone/gpt1-tiny")
-
-
 def test_report_to_tensorboard_logs_the_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

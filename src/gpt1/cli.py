@@ -132,6 +132,21 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    url = push_folder(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        max_shard_size=args.max_shard_size,
+    )
+    print(f"Pushed {args.folder} to {args.repo_id}: {url}")
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .generate import generate
 
@@ -182,6 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_options(finetune, FinetuneConfig, FINETUNE_HELP)
     finetune.set_defaults(handler=_finetune)
+
+    push = subcommands.add_parser(
+        "push",
+        help="upload a model folder to the Hugging Face Hub in one commit",
+        description="Upload the shareable files of a gpt1 model folder (weights, config, remote code, tokenizer, "
+        "model card, loss curve; no checkpoints or optimizer states) to REPO_ID in one commit. Log in first with "
+        "`hf auth login` or set HF_TOKEN.",
+    )
+    push.add_argument("folder", help="the model folder (from gpt1 train or gpt1 finetune)")
+    push.add_argument("repo_id", help="the Hub repo, e.g. your-name/gpt1-tiny (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument(
+        "--max-shard-size", default=None, help='split the weights into shards of at most this, e.g. "500MB"'
+    )
+    push.set_defaults(handler=_push)
 
     generate = subcommands.add_parser(
         "generate", help="generate text from a model", description="Stream text generated from PROMPT to stdout."

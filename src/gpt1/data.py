@@ -84,6 +84,13 @@ def load_corpus(
     return _split(loaded, text_column, val_fraction, rows_are_documents, description)
 
 
+def hub_dataset_id(dataset: str | None) -> str | None:
+    """`dataset` when it names a Hub dataset, None for the built-in corpus or local files."""
+    if dataset is None or dataset == BUILTIN_CORPUS or Path(dataset).exists():
+        return None
+    return dataset
+
+
 def load_rows(
     dataset: str,
     *,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from transformers import AutoConfig
+
+from . import model as gpt1_model
 
 # What a shareable gpt1 folder holds; checkpoints, optimizer states, metrics and caches stay home.
 SHARED_FILES = [
@@ -32,9 +36,15 @@ def push_folder(
     private: bool = False,
     revision: str | None = None,
     commit_message: str | None = None,
+    max_shard_size: str | int | None = None,
     api: HfApi | None = None,
 ) -> str:
     """Upload a gpt1 model folder to `repo_id` in one commit and return the commit's URL.
+
+    Only the files a user needs go up (`SHARED_FILES`): weights, config, remote code, tokenizer,
+    generation config, model card and loss curve; never checkpoints, optimizer states or caches.
+    With `max_shard_size` (e.g. "200MB") the weights are re-saved in safetensors shards of at most
+    that size, with their index. `revision` is a branch, created from main when it does not exist.
 
     Credentials come from huggingface_hub's usual sources (`HF_TOKEN`, `hf auth login`); no token is
     ever written anywhere.
@@ -49,17 +59,30 @@ def push_folder(
                 "variable, then push again."
             )
         api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    commit = api.create_commit(
-        repo_id=repo_id,
-        operations=[
-            CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in shared_files(folder)
-        ],
-        commit_message=commit_message or f"Upload GPT-1 model from {folder.name}",
-        revision=revision,
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        files = shared_files(folder)
+        if max_shard_size is not None:
+            files = _with_resharded_weights(folder, files, Path(staging), max_shard_size)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files
+        ]
+        # Weights left from an earlier push in another layout (one file vs shards) would shadow the new
+        # ones (from_pretrained prefers model.safetensors to an index): delete them in the same commit.
+        uploading = {path.name for path in files}
+        operations += [
+            CommitOperationDelete(path_in_repo=name)
+            for name in api.list_repo_files(repo_id, revision=revision)
+            if _is_weights(name) and name not in uploading
+        ]
+        commit = api.create_commit(
+            repo_id=repo_id,
+            operations=operations,
+            commit_message=commit_message or f"Upload GPT-1 model from {folder.name}",
+            revision=revision,
+        )
     return str(commit.commit_url)
 
 
@@ -68,3 +91,20 @@ def shared_files(folder: Path) -> list[Path]:
     return sorted(
         path for path in folder.iterdir() if path.is_file() and any(fnmatch(path.name, p) for p in SHARED_FILES)
     )
+
+
+def _with_resharded_weights(folder: Path, files: list[Path], staging: Path, max_shard_size: str | int) -> list[Path]:
+    """`files` with the weights replaced by shards of at most `max_shard_size`, written into `staging`."""
+    config = AutoConfig.from_pretrained(folder)
+    architecture = (config.architectures or ["GPT1ForCausalLM"])[0]
+    model_class = getattr(gpt1_model, architecture, None)
+    if model_class is None:
+        raise ValueError(f"{str(folder)!r} holds a {architecture}, not a gpt1 model; it cannot be re-sharded here.")
+    model_class.from_pretrained(folder, dtype="auto").save_pretrained(staging, max_shard_size=max_shard_size)
+    kept = [path for path in files if not _is_weights(path.name)]
+    shards = [path for path in staging.iterdir() if _is_weights(path.name)]
+    return sorted(kept + shards)
+
+
+def _is_weights(name: str) -> bool:
+    return "/" not in name and (name.endswith(".safetensors") or name == "model.safetensors.index.json")

@@ -7,6 +7,10 @@ import logging
 import math
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCardData
+
+from .data import hub_dataset_id
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,8 +38,11 @@ def write_loss_curve(run_dir: Path) -> Path | None:
     return target
 
 
-def write_model_card(run_dir: Path, model, data_description: str, steps: int, tokens_seen: int) -> Path:
-    """README.md for the Hub: metadata, architecture, data, results and how to load it."""
+def write_model_card(
+    run_dir: Path, model, data_description: str, steps: int, tokens_seen: int, dataset_id: str | None = None
+) -> Path:
+    """README.md for the Hub: metadata (with `model-index` results), architecture, data, results, usage
+    and limitations. `dataset_id` is the Hub dataset trained on, when there is one."""
     records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     last = records[-1] if records else {}
     train_loss, val_loss = last.get("train_loss"), last.get("val_loss")
@@ -48,16 +55,13 @@ def write_model_card(run_dir: Path, model, data_description: str, steps: int, to
         else "| results | no evaluation was recorded |\n"
     )
     picture = "![Training and validation loss](loss_curve.png)\n\n" if (run_dir / "loss_curve.png").exists() else ""
-    card = f"""---
-library_name: transformers
-pipeline_tag: text-generation
-tags:
-- gpt1
-- custom_code
-- text-generation
-license: apache-2.0
----
-
+    metrics = (
+        [("loss", "validation loss", val_loss), ("perplexity", "validation perplexity", math.exp(min(val_loss, 50.0)))]
+        if val_loss is not None
+        else []
+    )
+    front_matter = _front_matter(run_dir.name, "text-generation", dataset_id, data_description, metrics)
+    card = f"""{front_matter}
 # GPT-1 ({config.n_layer} layers, {config.n_embd} wide)
 
 A GPT-1-style decoder (Radford et al., 2018) trained from scratch with
@@ -91,6 +95,10 @@ tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
 generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
 print(generator("{_escape("The ")}", max_new_tokens=50)[0]["generated_text"])
 ```
+
+To pin both the weights and the code you run to one commit of a Hub repo, pass
+`revision="COMMIT_SHA", code_revision="COMMIT_SHA"` to `from_pretrained`: `trust_remote_code` then
+executes exactly the code you reviewed at that commit.
 
 ## Limitations
 
@@ -134,16 +142,11 @@ tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
     else:
         usage = """generate = pipeline("text-generation", model="PATH_OR_REPO", trust_remote_code=True)
 print(generate("Once upon a time", max_new_tokens=50)[0]["generated_text"])"""
-    card = f"""---
-library_name: transformers
-pipeline_tag: {pipeline_tag}
-tags:
-- gpt1
-- custom_code
-- {pipeline_tag}
-license: apache-2.0
----
-
+    wanted = ("loss", "perplexity") if config.task == "causal-lm" else ("accuracy",)
+    results = [(name, f"validation {name}", float(shown[name])) for name in wanted if name in shown]
+    dataset_id = hub_dataset_id(config.dataset)
+    front_matter = _front_matter(run_dir.name, pipeline_tag, dataset_id, data_description, results)
+    card = f"""{front_matter}
 # GPT-1 fine-tuned for {config.task}
 
 A GPT-1-style decoder (Radford et al., 2018) fine-tuned with `transformers.Trainer` by
@@ -182,3 +185,33 @@ relying on it.
     target = run_dir / "README.md"
     target.write_text(card)
     return target
+
+
+def _front_matter(
+    model_name: str, pipeline_tag: str, dataset_id: str | None, dataset_name: str, metrics: list[tuple[str, str, float]]
+) -> str:
+    """The card's YAML metadata, written by huggingface_hub so that the Hub (and `ModelCard.load`) parse it:
+    library, pipeline tag, tags, license, datasets and `model-index` results for `metrics`
+    ((type, name, value) triples measured on the validation split)."""
+    results = [
+        EvalResult(
+            task_type=pipeline_tag,
+            dataset_type=dataset_id or "custom",
+            dataset_name=dataset_name,
+            dataset_split="validation",
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=round(value, 4),
+        )
+        for metric_type, metric_name, value in metrics
+    ]
+    data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        license="apache-2.0",
+        tags=["gpt1", "custom_code", pipeline_tag],
+        datasets=[dataset_id] if dataset_id else None,
+        eval_results=results or None,
+    )
+    return f"---\n{data.to_yaml()}\n---\n"

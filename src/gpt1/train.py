@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import Corpus, load_corpus, pack_corpus
+from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
 from .reporting import write_loss_curve, write_model_card
@@ -253,7 +253,14 @@ def train(config: TrainConfig) -> Path:
     final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
         # The loss curve is already drawn: the last step always evaluates.
-        write_model_card(output_dir, final_model, corpus.description, progress.step, progress.tokens_seen)
+        write_model_card(
+            output_dir,
+            final_model,
+            corpus.description,
+            progress.step,
+            progress.tokens_seen,
+            dataset_id=hub_dataset_id(config.dataset),
+        )
         if config.push_to_hub:
             accelerator.print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
     accelerator.end_training()
