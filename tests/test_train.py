@@ -63,7 +63,7 @@ def test_it_learns_and_records_metrics(trained):
 def test_model_card_reports_the_run(trained):
     card = (trained / "README.md").read_text()
     last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
-    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation")
+    assert card.startswith("---\nlibrary_name: transformers\n") and "\npipeline_tag: text-generation\n" in card
     assert "custom_code" in card and "trust_remote_code=True" in card
     assert f"{last['val_loss']:.4f}" in card and "| steps | 60 |" in card
     assert "Python documentation topics" in card

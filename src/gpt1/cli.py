@@ -147,6 +147,28 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attention(args: argparse.Namespace) -> int:
+    from transformers import AutoModel, AutoTokenizer
+
+    from .viz import plot_attention, save_figure
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
+    model = AutoModel.from_pretrained(args.model, revision=args.revision, trust_remote_code=True).eval()
+    figure = plot_attention(model, tokenizer, args.text, layer=args.layer, head=args.head, query_token=args.query_token)
+    print(f"Wrote {save_figure(figure, args.out)}")
+    return 0
+
+
+def _plot_metrics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .viz import plot_metrics, save_figure
+
+    out = args.out or Path(args.run_dir) / "loss_curve.png"
+    print(f"Wrote {save_figure(plot_metrics(args.run_dir), out)}")
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .generate import generate
 
@@ -215,6 +237,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.set_defaults(handler=_push)
 
+    attention = subcommands.add_parser(
+        "attention",
+        help="draw a model's attention on a text as heatmaps (needs gpt1[viz])",
+        description="Draw attention heatmaps for TEXT: query tokens down, key tokens across, one panel per layer "
+        "or head. With --query-token, bar charts of where that token attends in each layer.",
+    )
+    attention.add_argument("text", help="the text to look at")
+    attention.add_argument("--model", required=True, help="model folder or Hub repo id")
+    attention.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    attention.add_argument("--out", default="attention.png", help="the PNG to write (default attention.png)")
+    attention.add_argument("--layer", default="all", help="a layer index, or all (default)")
+    attention.add_argument("--head", default="mean", help="a head index, all, or mean over heads (default)")
+    attention.add_argument("--query-token", default=None, help="draw where this token of TEXT attends, per layer")
+    attention.set_defaults(handler=_attention)
+
+    plot_metrics = subcommands.add_parser(
+        "plot-metrics",
+        help="draw a training run's loss curves (needs gpt1[viz])",
+        description="Turn RUN_DIR/metrics.jsonl into a PNG: train and validation loss by step, with the gap "
+        "shaded, and the learning rate on a second axis.",
+    )
+    plot_metrics.add_argument("run_dir", help="a gpt1 train output folder (holding metrics.jsonl)")
+    plot_metrics.add_argument("--out", default=None, help="the PNG to write (default RUN_DIR/loss_curve.png)")
+    plot_metrics.set_defaults(handler=_plot_metrics)
+
     generate = subcommands.add_parser(
         "generate", help="generate text from a model", description="Stream text generated from PROMPT to stdout."
     )
@@ -235,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, FileNotFoundError, OSError, ImportError) as error:
         # Bad input gets one clear line, not a traceback.
         print(f"gpt1 {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -25,17 +25,11 @@ def read_metrics(path: Path) -> list[dict]:
 def write_loss_curve(run_dir: Path) -> Path | None:
     """Draw train and validation loss against step into run_dir/loss_curve.png; None without matplotlib."""
     try:
-        from .viz import plot_metrics
+        from .viz import plot_metrics, save_figure
     except ImportError as error:
         logger.warning("%s No loss-curve picture was drawn.", error)
         return None
-    figure = plot_metrics(run_dir)
-    target = run_dir / "loss_curve.png"
-    figure.savefig(target, dpi=120, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return target
+    return save_figure(plot_metrics(run_dir), run_dir / "loss_curve.png")
 
 
 def write_model_card(
