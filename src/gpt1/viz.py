@@ -46,7 +46,9 @@ def plot_metrics(path: str | Path) -> Figure:
     loss_axis.set_ylabel("cross-entropy loss (nats/token)")
     loss_axis.grid(alpha=0.3)
     rate_axis = loss_axis.twinx()
-    rate_axis.plot(steps, [record["lr"] for record in records], color="tab:green", linestyle=":", label="learning rate")
+    rate_axis.plot(
+        steps, [record["lr"] for record in records], color="tab:green", linestyle=":", marker=".", label="learning rate"
+    )
     rate_axis.set_ylabel("learning rate")
     lines = loss_axis.get_legend_handles_labels()
     rates = rate_axis.get_legend_handles_labels()
