@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from transformers import (
@@ -315,3 +316,27 @@ def test_cli_reports_bad_input_in_one_line(pretrained, tmp_path):
                       "--output-dir", str(tmp_path / "out"), check=False)  # fmt: skip
     assert result.returncode == 2
     assert "no column 'stars'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_class_label_columns_keep_their_names(pretrained, tmp_path):
+    """Hub datasets store labels as `datasets.ClassLabel` ids; their names become id2label."""
+    rows = review_rows(40, seed=8)
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["bad", "good"])}
+    )
+    table = datasets.Dataset.from_dict(
+        {"text": [row["text"] for row in rows], "label": [int(row["label"] == "positive") for row in rows]},
+        features=features,
+    )
+    table.to_parquet(tmp_path / "reviews.parquet")
+    output = finetune(
+        FinetuneConfig(
+            model=str(pretrained),
+            dataset=str(tmp_path / "reviews.parquet"),
+            output_dir=str(tmp_path / "m"),
+            max_steps=2,
+            batch_size=8,
+        )
+    )
+    config = json.loads((output / "config.json").read_text())
+    assert config["id2label"] == {"0": "bad", "1": "good"}

@@ -262,7 +262,8 @@ def prepare_task(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase) -> 
         _require_columns(train, validation, columns, description)
         label_names = _label_names(train, validation, config.label_column, description)
         use_task_template(tokenizer)  # pipeline("text-classification") then builds GPT-1's format itself
-        encode = _classification_encoder(config, tokenizer, label_names)
+        is_class_label = isinstance(train.features.get(config.label_column), datasets.ClassLabel)
+        encode = _classification_encoder(config, tokenizer, label_names, labels_are_ids=is_class_label)
     else:
         columns = {
             "context-column": config.context_column,
@@ -288,11 +289,15 @@ def accuracy(prediction) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
-def _classification_encoder(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase, label_names: list[str]):
+def _classification_encoder(
+    config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase, label_names: list[str], labels_are_ids: bool
+):
+    """`labels_are_ids`: the column is a `datasets.ClassLabel`, whose values are already class ids."""
     label_ids = {name: index for index, name in enumerate(label_names)}
 
     def encode(batch: dict) -> dict:
-        labels = [label_ids[str(label)] for label in batch[config.label_column]]
+        column = batch[config.label_column]
+        labels = [int(label) for label in column] if labels_are_ids else [label_ids[str(label)] for label in column]
         texts = [str(text) for text in batch[config.text_column]]
         if config.text_pair_column:
             pairs = [str(text) for text in batch[config.text_pair_column]]
