@@ -137,8 +137,11 @@ def plot_attention(
         positions = range(len(maps.tokens))
         axis.set_xticks(positions, maps.tokens, rotation=90, fontsize=8)
         axis.set_yticks(positions, maps.tokens, fontsize=8)
-        axis.set_xlabel("key (attended to)")
-        axis.set_ylabel("query (attending)")
+        grid_position = axis.get_subplotspec()
+        if grid_position is not None and grid_position.is_last_row():
+            axis.set_xlabel("key (attended to)")
+        if grid_position is not None and grid_position.is_first_col():  # once per row: no overlap with neighbours
+            axis.set_ylabel("query (attending)")
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     figure.suptitle(f"Attention on {text!r}", fontsize=12)
