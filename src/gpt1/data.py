@@ -62,26 +62,12 @@ def load_corpus(
             True,
             "Python documentation topics (pydoc_data)",
         )
-    path = Path(dataset)
-    if path.exists():
-        loaded, rows_are_documents = _load_local(path, streaming)
-        description = str(path)
-    elif dataset.startswith((".", os.sep, "~")) or path.suffix in _BUILDERS or dataset.count("/") > 1:
-        # Hub ids are "name" or "org/name"; anything else was meant as a local path.
-        raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
-    else:
-        loaded = datasets.load_dataset(dataset, dataset_config, streaming=streaming)
-        rows_are_documents, description = True, f"{dataset}" + (f" ({dataset_config})" if dataset_config else "")
-    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        if split not in loaded:
-            raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
-        validation_split = next((name for name in ("validation", "test") if name in loaded and name != split), None)
-        if validation_split is not None:
-            corpus = Corpus(loaded[split], loaded[validation_split], text_column, rows_are_documents, description)
-            _check_columns(corpus)
-            return corpus
-        loaded = loaded[split]
-    return _split(loaded, text_column, val_fraction, rows_are_documents, description)
+    train, validation, rows_are_documents, description = _load_splits(dataset, dataset_config, split, streaming)
+    if validation is not None:
+        corpus = Corpus(train, validation, text_column, rows_are_documents, description)
+        _check_columns(corpus)
+        return corpus
+    return _split(train, text_column, val_fraction, rows_are_documents, description)
 
 
 def hub_dataset_id(dataset: str | None) -> str | None:
@@ -107,26 +93,36 @@ def load_rows(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
-    path = Path(dataset)
-    if path.exists():
-        loaded, _ = _load_local(path)
-        description = str(path)
-    elif dataset.startswith((".", os.sep, "~")) or path.suffix in _BUILDERS or dataset.count("/") > 1:
-        raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
-    else:
-        loaded = datasets.load_dataset(dataset, dataset_config)
-        description = dataset + (f" ({dataset_config})" if dataset_config else "")
-    assert isinstance(loaded, datasets.DatasetDict)
-    if split not in loaded:
-        raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
-    validation_split = next((name for name in ("validation", "test") if name in loaded and name != split), None)
-    if validation_split is not None:
-        return loaded[split], loaded[validation_split], description
-    rows = loaded[split]
+    rows, validation, _, description = _load_splits(dataset, dataset_config, split, streaming=False)
+    if validation is not None:
+        return rows, validation, description
     if len(rows) < 2:
         raise ValueError(f"{description} has {len(rows)} rows; it needs at least 2 to hold some out for validation.")
     held_out = rows.train_test_split(test_size=max(1, round(len(rows) * val_fraction)), seed=seed)
     return held_out["train"], held_out["test"], description
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether `name` was meant as a local path rather than a Hub id ("name" or "org/name")."""
+    return name.startswith((".", os.sep, "~")) or name.count("/") > 1
+
+
+def _load_splits(dataset: str, dataset_config: str | None, split: str, streaming: bool) -> tuple:
+    """(the `split` rows, the dataset's own validation or test split or None, rows_are_documents, description)
+    of local files or a Hub dataset."""
+    path = Path(dataset)
+    if path.exists():
+        loaded, rows_are_documents = _load_local(path, streaming)
+        description = str(path)
+    elif looks_like_local_path(dataset) or path.suffix in _BUILDERS:
+        raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
+    else:
+        loaded = datasets.load_dataset(dataset, dataset_config, streaming=streaming)
+        rows_are_documents, description = True, dataset + (f" ({dataset_config})" if dataset_config else "")
+    if split not in loaded:
+        raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
+    validation_split = next((name for name in ("validation", "test") if name in loaded and name != split), None)
+    return loaded[split], loaded[validation_split] if validation_split else None, rows_are_documents, description
 
 
 def _load_local(

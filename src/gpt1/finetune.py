@@ -30,7 +30,7 @@ from transformers import (
     set_seed,
 )
 
-from .data import load_corpus, load_rows, pack_corpus
+from .data import load_corpus, load_rows, looks_like_local_path, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
 from .reporting import write_finetune_card
@@ -185,8 +185,7 @@ def finetune(config: FinetuneConfig) -> Path:
 def check_gpt1_checkpoint(model: str) -> None:
     """A clear error when `model` is missing or is not a gpt1 model. Reads config.json as data only:
     no remote code runs to find out what the checkpoint is."""
-    looks_local = os.path.exists(model) or model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_local and not (Path(model) / "config.json").is_file():
+    if (os.path.exists(model) or looks_like_local_path(model)) and not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(
             f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
         )

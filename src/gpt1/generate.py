@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 
+from .data import looks_like_local_path
+
 
 def generate(
     model_path: str,
@@ -27,7 +29,7 @@ def generate(
         raise ValueError(f"--max-new-tokens and --num-samples must be >= 1, got {max_new_tokens} and {num_samples}.")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"Need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}.")
-    if model_path.startswith((".", "/", "~")) and not os.path.isdir(model_path):
+    if looks_like_local_path(model_path) and not os.path.isdir(model_path):
         raise FileNotFoundError(f"No model folder at {model_path!r}.")
     tokenizer: Any = AutoTokenizer.from_pretrained(model_path, revision=revision)
     model: Any = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, trust_remote_code=True)

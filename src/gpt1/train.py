@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
+from .data import Corpus, hub_dataset_id, load_corpus, looks_like_local_path, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
 from .reporting import write_loss_curve, write_model_card
@@ -428,7 +428,7 @@ def _tokenizer(
         # From a stream, the tokenizer learns from its first rows rather than reading it all.
         source = corpus.train.take(STREAM_TOKENIZER_ROWS) if config.streaming else corpus.train
         return train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
-    if not os.path.exists(config.tokenizer) and config.tokenizer.startswith((".", "/", "~")):
+    if not os.path.exists(config.tokenizer) and looks_like_local_path(config.tokenizer):
         raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
     return AutoTokenizer.from_pretrained(config.tokenizer)
 
