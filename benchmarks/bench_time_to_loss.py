@@ -35,23 +35,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, BATCH, CONTEXT, WIDTH, LAYERS, HEADS = 2000, 12, 64, 128, 4, 4
 LR, MIN_LR, WARMUP, BETA2, WEIGHT_DECAY, EVAL_EVERY, SEED = 1e-3, 1e-4, 100, 0.99, 0.1, 500, 1337
-NANOGPT_SETTINGS = [
-    "--tokenizer", "char", "--n-layer", str(LAYERS), "--n-head", str(HEADS), "--n-embd", str(WIDTH),
-    "--block-size", str(CONTEXT), "--batch-size", str(BATCH), "--max-steps", str(STEPS), "--dropout", "0",
-    "--lr", str(LR), "--min-lr", str(MIN_LR), "--warmup-steps", str(WARMUP), "--beta2", str(BETA2),
-    "--weight-decay", str(WEIGHT_DECAY), "--val-fraction", "0.1", "--eval-every", str(EVAL_EVERY),
-    "--eval-batches", "100000", "--save-every", "100000", "--sample-prompt", "ROMEO:", "--seed", str(SEED),
-]  # fmt: skip
+
+
+def nanogpt_settings(steps: int = STEPS, eval_every: int = EVAL_EVERY) -> list[str]:
+    """`gpt1 train` flags for nanoGPT's settings (fewer steps and evaluations for a smoke run)."""
+    return [
+        "--tokenizer", "char", "--n-layer", str(LAYERS), "--n-head", str(HEADS), "--n-embd", str(WIDTH),
+        "--block-size", str(CONTEXT), "--batch-size", str(BATCH), "--max-steps", str(steps), "--dropout", "0",
+        "--lr", str(LR), "--min-lr", str(MIN_LR), "--warmup-steps", str(min(WARMUP, steps // 2)),
+        "--beta2", str(BETA2), "--weight-decay", str(WEIGHT_DECAY), "--val-fraction", "0.1",
+        "--eval-every", str(eval_every), "--eval-batches", "100000", "--save-every", "100000",
+        "--sample-prompt", "ROMEO:", "--seed", str(SEED),
+    ]  # fmt: skip
+
+
 NANOGPT_PUBLISHED = {"val_loss": 1.88, "wall_seconds_approx": 180, "machine": "a laptop CPU (nanoGPT README)"}
 TARGET_VAL_LOSS = 1.88
 
 
-def run_gpt1(corpus: Path) -> dict:
+def run_gpt1(corpus: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY) -> dict:
     with tempfile.TemporaryDirectory() as output:
         command = [sys.executable, "-m", "gpt1", "train", "--dataset", str(corpus), "--output-dir", output]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         started = time.perf_counter()
-        subprocess.run([*command, *NANOGPT_SETTINGS], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*command, *nanogpt_settings(steps, eval_every)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seconds = time.perf_counter() - started
         records = [json.loads(line) for line in (Path(output) / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -62,11 +75,12 @@ def run_gpt1(corpus: Path) -> dict:
     }
 
 
-def run_reference(corpus: Path) -> dict:
+def run_reference(corpus: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY) -> dict:
     """The reference in a fresh interpreter, timed like `gpt1 train` from process start."""
     started = time.perf_counter()
+    worker = ["--reference-worker", "--steps", str(steps), "--eval-every", str(eval_every)]
     finished = subprocess.run(
-        [sys.executable, __file__, "--corpus", str(corpus), "--reference-worker"],
+        [sys.executable, __file__, "--corpus", str(corpus), *worker],
         check=True,
         capture_output=True,
         text=True,
@@ -75,7 +89,7 @@ def run_reference(corpus: Path) -> dict:
     return {**result, "wall_seconds": time.perf_counter() - started}
 
 
-def reference_worker(corpus: Path) -> None:
+def reference_worker(corpus: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY) -> None:
     """nanoGPT's recipe: model, batches, optimizer and schedule. Prints one JSON line."""
     import torch
     from torch import nn
@@ -136,10 +150,12 @@ def reference_worker(corpus: Path) -> None:
         betas=(0.9, BETA2),
     )
 
+    warmup = min(WARMUP, steps // 2)
+
     def learning_rate(step: int) -> float:
-        if step < WARMUP:
-            return LR * (step + 1) / WARMUP
-        progress = (step - WARMUP) / (STEPS - WARMUP)
+        if step < warmup:
+            return LR * (step + 1) / warmup
+        progress = (step - warmup) / (steps - warmup)
         return MIN_LR + (LR - MIN_LR) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def shifted_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -156,7 +172,7 @@ def reference_worker(corpus: Path) -> None:
         return total / len(val_blocks)
 
     curve = []
-    for step in range(STEPS):
+    for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step)
         starts = torch.randint(len(train_ids) - CONTEXT - 1, (BATCH,))
@@ -168,32 +184,22 @@ def reference_worker(corpus: Path) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         train_loss = loss.item()  # nanoGPT logs every iteration in its CPU run (--log_interval=1)
-        if (step + 1) % EVAL_EVERY == 0 or step + 1 == STEPS:
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
             curve.append({"step": step + 1, "val_loss": validation_loss()})
     print(json.dumps({"val_loss": curve[-1]["val_loss"], "train_loss": train_loss, "curve": curve}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--only", choices=("gpt1", "reference"))
-    parser.add_argument("--reference-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if not args.corpus.is_file():
-        raise SystemExit(f"No corpus at {args.corpus}; pass --corpus PATH to tinyshakespeare.txt.")
-    if args.reference_worker:
-        reference_worker(args.corpus)
-        return
+def compare(
+    corpus: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY, only: str | None = None
+) -> dict[str, object]:
+    """Both runs, one after the other, and their wall-time ratio."""
     runs = {}
-    if args.only in (None, "gpt1"):
-        runs["gpt1"] = run_gpt1(args.corpus)
-    if args.only in (None, "reference"):
-        runs["nanogpt_recipe_reference"] = run_reference(args.corpus)
-    report = {
-        "benchmark": "time to loss, nanoGPT shakespeare-char CPU settings",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
-        "settings": NANOGPT_SETTINGS,
+    if only in (None, "gpt1"):
+        runs["gpt1"] = run_gpt1(corpus, steps, eval_every)
+    if only in (None, "reference"):
+        runs["nanogpt_recipe_reference"] = run_reference(corpus, steps, eval_every)
+    report: dict[str, object] = {
+        "settings": nanogpt_settings(steps, eval_every),
         **runs,
         "nanogpt_published": NANOGPT_PUBLISHED,
         "target_val_loss": TARGET_VAL_LOSS,
@@ -202,6 +208,29 @@ def main() -> None:
         report["wall_time_ratio_reference_over_gpt1"] = (
             runs["nanogpt_recipe_reference"]["wall_seconds"] / runs["gpt1"]["wall_seconds"]
         )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--only", choices=("gpt1", "reference"))
+    parser.add_argument("--steps", type=int, default=STEPS, help=argparse.SUPPRESS)
+    parser.add_argument("--eval-every", type=int, default=EVAL_EVERY, help=argparse.SUPPRESS)
+    parser.add_argument("--reference-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.corpus.is_file():
+        raise SystemExit(f"No corpus at {args.corpus}; pass --corpus PATH to tinyshakespeare.txt.")
+    if args.reference_worker:
+        reference_worker(args.corpus, args.steps, args.eval_every)
+        return
+    report = {
+        "benchmark": "time to loss, nanoGPT shakespeare-char CPU settings",
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        **compare(args.corpus, args.steps, args.eval_every, args.only),
+    }
+    runs = {name: run for name, run in report.items() if name in ("gpt1", "nanogpt_recipe_reference")}
     document = json.dumps(report, indent=2)
     print(document)
     if args.out:

@@ -213,6 +213,74 @@ def test_forward_compiles_without_graph_breaks(config):
     torch.testing.assert_close(compiled(ids).logits, model(ids).logits)
 
 
+def test_training_step_compiles_without_graph_breaks(config):
+    """The training path (chunked loss, custom autograd function) must compile in one graph too."""
+    model = GPT1ForCausalLM(config).train()
+    ids = random_ids(config)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    compiled(ids, labels=ids).loss.backward()
+    compiled_grads = [parameter.grad.clone() for parameter in model.parameters()]
+    model.zero_grad()
+    model(ids, labels=ids).loss.backward()
+    for compiled_grad, parameter in zip(compiled_grads, model.parameters(), strict=True):
+        torch.testing.assert_close(compiled_grad, parameter.grad)
+
+
+@pytest.mark.parametrize("padding_multiple", [1, 16])
+@pytest.mark.parametrize("num_items_in_batch", [None, 37])
+def test_chunked_training_loss_matches_the_plain_loss_and_gradients(config, padding_multiple, num_items_in_batch):
+    config.vocab_padding_multiple = padding_multiple
+    model = GPT1ForCausalLM(config).train()
+    model.lm_loss_chunk_logits = 5 * config.padded_vocab_size  # five rows per chunk: several chunks
+    ids = random_ids(config, batch=3, seq=10)
+    labels = ids.clone()
+    labels[0, :4] = -100
+    kwargs = {} if num_items_in_batch is None else {"num_items_in_batch": torch.tensor(num_items_in_batch)}
+    results = []
+    for skip_logits in (None, False):  # None: the default in training mode, the chunked loss
+        model.zero_grad()
+        outputs = model(ids, labels=labels, skip_logits=skip_logits, **kwargs)
+        outputs.loss.backward()
+        results.append((outputs, [parameter.grad.clone() for parameter in model.parameters()]))
+    (chunked, chunked_grads), (plain, plain_grads) = results
+    assert chunked.logits is None and plain.logits.shape == (3, 10, config.vocab_size)
+    torch.testing.assert_close(chunked.loss, plain.loss)
+    for first, second in zip(chunked_grads, plain_grads, strict=True):
+        torch.testing.assert_close(first, second, atol=1e-6, rtol=1e-4)
+
+
+def test_skip_logits_needs_labels(model, config):
+    with pytest.raises(ValueError, match="skip_logits=True .* needs labels"):
+        model(random_ids(config), skip_logits=True)
+
+
+def test_padded_embedding_rows_are_never_predicted(config):
+    config.vocab_padding_multiple = 64
+    model = GPT1ForCausalLM(config).eval()
+    rows = model.transformer.token_embeddings.weight.shape[0]
+    assert rows == config.padded_vocab_size and rows % 64 == 0 and rows > config.vocab_size
+    with torch.no_grad():  # padding rows that would win every argmax, were they scored
+        model.lm_head.weight[config.vocab_size :] = 10.0
+    ids = random_ids(config)
+    assert model(ids).logits.shape[-1] == config.vocab_size
+    generated = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert int(generated.max()) < config.vocab_size
+    model.train()
+    chunked, plain = model(ids, labels=ids).loss, model(ids, labels=ids, skip_logits=False).loss
+    torch.testing.assert_close(chunked, plain)
+
+
+def test_resizing_keeps_vocab_size_the_token_count_and_the_rows_padded(config):
+    config.vocab_padding_multiple = 64
+    model = GPT1ForCausalLM(config)
+    new_size = config.vocab_size + 40  # 96 + 40 = 136 tokens: 192 rows
+    model.resize_token_embeddings(new_size)
+    assert model.config.vocab_size == new_size
+    assert model.transformer.token_embeddings.weight.shape[0] == model.config.padded_vocab_size == 192
+    assert model.lm_head.weight.data_ptr() == model.transformer.token_embeddings.weight.data_ptr()
+    assert model(random_ids(model.config)).logits.shape[-1] == new_size
+
+
 def test_base_model_returns_last_block_states(config):
     model = GPT1Model(config).eval()
     outputs = model(random_ids(config), use_cache=True)

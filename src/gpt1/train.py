@@ -357,7 +357,7 @@ def _evaluate(accelerator, model, loader, max_batches: int) -> float:
         if index >= max_batches:
             break
         input_ids = batch["input_ids"]
-        loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss = model(input_ids=input_ids, labels=input_ids, skip_logits=True).loss  # no [batch, seq, vocab] logits
         losses.append(accelerator.gather_for_metrics(loss.detach().reshape(1)))
     return torch.cat(losses).mean().item()
 
@@ -450,6 +450,8 @@ def _model(config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase) -> P
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            # Aligned matrix sizes for the output layer; the extra rows are never predicted.
+            vocab_padding_multiple=64,
         )
         model = GPT1ForCausalLM(model_config)
     if config.block_size > model.config.n_positions:

@@ -66,6 +66,78 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T` against `targets`, without the full logits.
+
+    The language-modelling head's logits are `[tokens, vocab]` floats: at GPT-1's 40,478-word
+    vocabulary they are the largest activation of a training step, and a plain cross-entropy reads and
+    writes them four more times (log-softmax, its backward, the zero-filled gradient and its scatter).
+    Here the rows go through in chunks: each chunk's logits are made, turned into the loss and, since
+    the loss is a scalar, straight into the gradients of `hidden` and `weight`, then freed. Backward
+    only scales those gradients. Columns from `valid_columns` on (embedding rows padded for speed)
+    get probability zero, so padding is never predicted.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        valid_columns: int,
+        divisor: torch.Tensor,
+        chunk_rows: int,
+        ignore_index: int = -100,
+    ) -> torch.Tensor:
+        compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled() else hidden.dtype
+        with torch.autocast(hidden.device.type, enabled=False):
+            hidden_c, weight_c = hidden.to(compute_dtype), weight.to(compute_dtype)
+            needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+            grad_hidden = torch.empty_like(hidden_c) if needs_grad else None
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_grad else None
+            loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for start in range(0, hidden_c.shape[0], chunk_rows):
+                rows = slice(start, start + chunk_rows)
+                logits = (hidden_c[rows] @ weight_c.T).float()
+                if valid_columns < logits.shape[1]:
+                    logits[:, valid_columns:] = float("-inf")
+                chunk_targets = targets[rows]
+                is_target = chunk_targets != ignore_index
+                safe_targets = torch.where(is_target, chunk_targets, 0).unsqueeze(1)
+                log_normaliser = torch.logsumexp(logits, dim=1, keepdim=True)
+                token_losses = (log_normaliser - logits.gather(1, safe_targets)).squeeze(1)
+                loss_sum += (token_losses * is_target).sum()
+                if grad_hidden is None or grad_weight is None:
+                    continue
+                # d loss / d logits = softmax - one_hot(target), zero for ignored rows; reuses the logits' memory.
+                grad_logits = logits.sub_(log_normaliser).exp_()
+                grad_logits.scatter_add_(1, safe_targets, torch.full_like(safe_targets, -1, dtype=grad_logits.dtype))
+                grad_logits.mul_(is_target.unsqueeze(1))
+                grad_logits_c = grad_logits.to(compute_dtype)
+                grad_hidden[rows] = grad_logits_c @ weight_c
+                grad_weight.addmm_(grad_logits_c.T.float(), hidden_c[rows].float())
+            divisor = divisor.to(device=hidden.device, dtype=torch.float32)
+            ctx.save_for_backward(
+                *(tensor if tensor is not None else torch.empty(0) for tensor in (grad_hidden, grad_weight)), divisor
+            )
+            ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
+        return loss_sum / divisor
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden, grad_weight, divisor = ctx.saved_tensors
+        scale = grad_loss / divisor
+        return (
+            (grad_hidden * scale).to(ctx.hidden_dtype) if ctx.needs_input_grad[0] else None,
+            (grad_weight * scale).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
 class GPT1Attention(nn.Module):
     """Causal multi-head self-attention with one fused query/key/value projection."""
 
@@ -174,6 +246,33 @@ class GPT1PreTrainedModel(PreTrainedModel):
         "hidden_states": GPT1Block,
         "attentions": OutputRecorder(GPT1Attention, index=1),
     }
+    # Logits per chunk of the chunked language-modelling loss: 16M (64 MB in fp32), about 400 rows at
+    # GPT-1's vocabulary. Smaller chunks make thinner matrix multiplies: 4M was 15% slower on a CPU.
+    lm_loss_chunk_logits = 1 << 24
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Resize to `new_num_tokens` real tokens, keeping the rows padded to `config.vocab_padding_multiple`.
+
+        Unlike the stock method, `config.vocab_size` becomes `new_num_tokens` (the tokenizer's size),
+        not the padded row count, so padding rows are never predicted.
+        """
+        multiple = pad_to_multiple_of or self.config.vocab_padding_multiple
+        embeddings = super().resize_token_embeddings(
+            new_num_tokens, pad_to_multiple_of=multiple if multiple > 1 else None, mean_resizing=mean_resizing
+        )
+        if new_num_tokens is not None:
+            self.config.vocab_padding_multiple = multiple
+            self.config.vocab_size = new_num_tokens
+        return embeddings
+
+    def _vocabulary_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Logits over the real vocabulary: the padding rows of the output layer are left out."""
+        lm_head = cast(nn.Linear, self.get_output_embeddings())
+        if self.config.padded_vocab_size == self.config.vocab_size:
+            return lm_head(hidden_states)
+        return nn.functional.linear(hidden_states, lm_head.weight[: self.config.vocab_size])
 
 
 class GPT1Model(GPT1PreTrainedModel):
@@ -182,7 +281,7 @@ class GPT1Model(GPT1PreTrainedModel):
     def __init__(self, config: GPT1Config):
         super().__init__(config)
         config.check_values()
-        self.token_embeddings = nn.Embedding(config.vocab_size, config.n_embd)
+        self.token_embeddings = nn.Embedding(config.padded_vocab_size, config.n_embd)
         self.position_embeddings = nn.Embedding(config.n_positions, config.n_embd)
         self.embed_dropout = nn.Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList([GPT1Block(config, layer_idx) for layer_idx in range(config.n_layer)])
@@ -298,7 +397,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
     def __init__(self, config: GPT1Config):
         super().__init__(config)
         self.transformer = GPT1Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.post_init()
 
     @can_return_tuple
@@ -312,11 +411,16 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
         labels: `[batch, seq]` next-token targets, unshifted (pass `labels=input_ids`); -100 is ignored.
         logits_to_keep: compute logits for only the last N positions (0 keeps all); generation uses 1.
+        skip_logits: return the loss without `logits`, computed chunk by chunk (`LinearCrossEntropy`):
+            faster, and the `[batch, seq, vocab]` logits are never held in memory. By default on in
+            training mode when `labels` are given (as with Liger kernels; `Trainer` passes it too);
+            pass `False` to get the logits anyway.
         """
         outputs: BaseModelOutputWithPast = self.transformer(
             input_ids,
@@ -327,12 +431,19 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        hidden_states = slice_logits_to_keep(cast(torch.Tensor, outputs.last_hidden_state), logits_to_keep)
-        logits = self.lm_head(hidden_states)
+        hidden_states = cast(torch.Tensor, outputs.last_hidden_state)
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True returns only the loss, so it needs labels.")
 
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        loss, logits = None, None
+        if skip_logits and isinstance(logits_to_keep, int) and logits_to_keep == 0:
+            loss = self._chunked_lm_loss(hidden_states, cast(torch.Tensor, labels), **kwargs)
+        else:
+            logits = self._vocabulary_logits(slice_logits_to_keep(hidden_states, logits_to_keep))
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
             loss=loss,
@@ -340,6 +451,38 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+        )
+
+    def _chunked_lm_loss(
+        self,
+        hidden_states: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        shift_labels: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        **kwargs,
+    ) -> torch.Tensor:
+        """The same loss as `self.loss_function` (next-token cross-entropy, mean over the targets or sum
+        over `num_items_in_batch`), computed by `LinearCrossEntropy` without materialising the logits."""
+        if shift_labels is None:
+            shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+        targets = shift_labels.reshape(-1).to(hidden_states.device)
+        # Trainer passes the batch's target count under gradient accumulation: a sum over that count.
+        counted = num_items_in_batch is not None
+        divisor = torch.as_tensor(num_items_in_batch) if counted else (targets != ignore_index).sum()
+        weight = cast(nn.Linear, self.get_output_embeddings()).weight
+        chunk_rows = max(1, self.lm_loss_chunk_logits // weight.shape[0])
+        return cast(
+            torch.Tensor,
+            LinearCrossEntropy.apply(
+                hidden_states.reshape(-1, hidden_states.shape[-1]),
+                weight,
+                targets,
+                self.config.vocab_size,
+                divisor,
+                chunk_rows,
+                ignore_index,
+            ),
         )
 
 
@@ -357,7 +500,7 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
     def __init__(self, config: GPT1Config, num_outputs: int):
         super().__init__(config)
         self.transformer = GPT1Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.classifier_dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.n_embd, num_outputs)
         self.post_init()
@@ -393,7 +536,7 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
             is_real = attention_mask[:, -input_ids.shape[1] :].to(torch.bool)
         elif self.config.pad_token_id is not None:
             is_real = input_ids != self.config.pad_token_id
-        logits = self.lm_head(hidden_states[:, :-1]).float()
+        logits = self._vocabulary_logits(hidden_states[:, :-1]).float()
         targets, target_is_real = input_ids[:, 1:], is_real[:, 1:].to(logits.dtype)
         token_losses = nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         per_sequence = (token_losses * target_is_real).sum(1) / target_is_real.sum(1).clamp(min=1)
