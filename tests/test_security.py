@@ -90,3 +90,30 @@ def test_the_package_never_imports_pickle_or_runs_dynamic_code():
                 )
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id not in {"eval", "exec"}, f"{path.name}:{node.lineno} calls {node.func.id}()"
+
+
+def test_resuming_unpickles_nothing_and_loads_with_weights_only(tmp_path, monkeypatch):
+    """A checkpoint must not be able to run code: the run's own state is JSON, and every torch.load that
+    Accelerate makes for the optimizer and RNG states is weights_only=True."""
+    import torch
+
+    from gpt1.train import TrainConfig, train
+
+    sizes = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, vocab_size=270)
+    options = dict(output_dir=str(tmp_path), eval_batches=1, sample_tokens=2, max_steps=4, save_every=2, eval_every=4)
+    options.update(sizes)
+    train(TrainConfig(**options))
+    checkpoint = tmp_path / "checkpoints" / "step-00000002"
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert not list(checkpoint.glob("custom_checkpoint_*"))  # no pickled Python objects of ours
+
+    calls = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    train(TrainConfig(**options, resume=True))
+    assert calls and all(weights_only is True for weights_only in calls), calls

@@ -148,12 +148,13 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
+    from .checkpoints import load_model, load_tokenizer
     from .viz import plot_attention, save_figure
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
-    model = AutoModel.from_pretrained(args.model, revision=args.revision, trust_remote_code=True).eval()
+    tokenizer = load_tokenizer(args.model, revision=args.revision)
+    model = load_model(AutoModel, args.model, revision=args.revision).eval()
     figure = plot_attention(model, tokenizer, args.text, layer=args.layer, head=args.head, query_token=args.query_token)
     print(f"Wrote {save_figure(figure, args.out)}")
     return 0

@@ -87,7 +87,9 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
             f"{src!r} has model_type {source_config.model_type!r}; "
             "`gpt1 convert` converts 'openai-gpt' checkpoints only."
         )
-    source = OpenAIGPTLMHeadModel.from_pretrained(src, revision=revision or "main", dtype=torch.float32)
+    source = OpenAIGPTLMHeadModel.from_pretrained(
+        src, revision=revision or "main", dtype=torch.float32, use_safetensors=True
+    )
 
     config = gpt1_config_from_openai(source_config)
     model = GPT1ForCausalLM(config)

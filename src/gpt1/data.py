@@ -117,7 +117,8 @@ def _load_splits(dataset: str, dataset_config: str | None, split: str, streaming
     elif looks_like_local_path(dataset) or path.suffix in _BUILDERS:
         raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
     else:
-        loaded = datasets.load_dataset(dataset, dataset_config, streaming=streaming)
+        # datasets 4+ runs no dataset scripts: a Hub dataset is data files only.
+        loaded = datasets.load_dataset(dataset, dataset_config, streaming=streaming)  # user-named  # nosec B615
         rows_are_documents, description = True, dataset + (f" ({dataset_config})" if dataset_config else "")
     if split not in loaded:
         raise ValueError(f"{description} has no split {split!r}; its splits are {sorted(loaded)}.")
@@ -143,7 +144,9 @@ def _load_local(
     builder = builders.pop()
     options = {"keep_linebreaks": True} if builder == "text" else {}
     try:
-        loaded = datasets.load_dataset(builder, data_files=_files_by_split(path, files), streaming=streaming, **options)
+        loaded = datasets.load_dataset(  # a packaged builder over local files, not the Hub  # nosec B615
+            builder, data_files=_files_by_split(path, files), streaming=streaming, **options
+        )
     except (UnicodeDecodeError, datasets.exceptions.DatasetGenerationError) as error:
         raise ValueError(f"Could not read {str(path)!r} as {builder}: {error}. Is it UTF-8 {builder}?") from None
     # Lines of a text file are pieces of one text; rows of json/csv/parquet are separate documents.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ import datasets
 import numpy as np
 import torch
 from transformers import (
-    AutoTokenizer,
-    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -30,9 +27,10 @@ from transformers import (
     set_seed,
 )
 
-from .data import load_corpus, load_rows, looks_like_local_path, pack_corpus
+from .checkpoints import check_gpt1_checkpoint, load_model, load_tokenizer
+from .data import load_corpus, load_rows, pack_corpus
 from .hub import push_folder
-from .model import GPT1Config, GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
+from .model import GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
 from .reporting import write_finetune_card
 from .tasks import TaskDataCollator, add_task_tokens, classification_inputs, entailment_inputs, multiple_choice_inputs
 from .tokenization import use_task_template
@@ -119,7 +117,7 @@ def finetune(config: FinetuneConfig) -> Path:
     set_seed(config.seed)  # the new head's and LoRA's initial weights come from the global RNG
     output_dir = Path(config.output_dir)
     check_gpt1_checkpoint(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    tokenizer = load_tokenizer(config.model)
     if config.task != "causal-lm" and add_task_tokens(tokenizer):
         # e.g. a converted openai-gpt tokenizer: the start/delimiter/classify embeddings are learnt here.
         print(f"Added GPT-1's task tokens to the tokenizer ({len(tokenizer)} tokens now).")
@@ -182,22 +180,6 @@ def finetune(config: FinetuneConfig) -> Path:
     return output_dir
 
 
-def check_gpt1_checkpoint(model: str) -> None:
-    """A clear error when `model` is missing or is not a gpt1 model. Reads config.json as data only:
-    no remote code runs to find out what the checkpoint is."""
-    if (os.path.exists(model) or looks_like_local_path(model)) and not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(
-            f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
-        )
-    config_dict, _ = PreTrainedConfig.get_config_dict(model)
-    model_type = config_dict.get("model_type")
-    if model_type != GPT1Config.model_type:
-        raise ValueError(
-            f"{model!r} is a {model_type!r} checkpoint, not gpt1. Fine-tune a model made by `gpt1 train`, "
-            "or convert an openai-gpt checkpoint first with `gpt1 convert`."
-        )
-
-
 def load_model_for_task(
     config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase, label_names: list[str] | None
 ) -> PreTrainedModel:
@@ -205,10 +187,12 @@ def load_model_for_task(
     overrides: dict[str, Any] = dict(auxiliary_lm_loss_weight=config.aux_lm_weight, dtype=torch.float32)
     model: PreTrainedModel
     if config.task == "causal-lm":
-        model = GPT1ForCausalLM.from_pretrained(config.model, dtype=torch.float32)
+        model = load_model(GPT1ForCausalLM, config.model, dtype=torch.float32)
     elif config.task == "classification":
-        assert label_names is not None
-        model = GPT1ForSequenceClassification.from_pretrained(
+        if label_names is None:
+            raise ValueError("Classification needs the label names; prepare_task gives them.")
+        model = load_model(
+            GPT1ForSequenceClassification,
             config.model,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
@@ -216,7 +200,7 @@ def load_model_for_task(
             **overrides,
         )
     else:
-        model = GPT1ForMultipleChoice.from_pretrained(config.model, **overrides)
+        model = load_model(GPT1ForMultipleChoice, config.model, **overrides)
     if len(tokenizer) > model.config.vocab_size:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

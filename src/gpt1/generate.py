@@ -7,8 +7,9 @@ import sys
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+from transformers import AutoModelForCausalLM, TextStreamer
 
+from .checkpoints import load_model, load_tokenizer
 from .data import looks_like_local_path
 
 
@@ -27,12 +28,17 @@ def generate(
     """Generate `num_samples` continuations of `prompt`, streaming each to stdout; returns them."""
     if max_new_tokens < 1 or num_samples < 1:
         raise ValueError(f"--max-new-tokens and --num-samples must be >= 1, got {max_new_tokens} and {num_samples}.")
+    if temperature == 0 and num_samples > 1:
+        raise ValueError(
+            f"--num-samples {num_samples} conflicts with --temperature 0: greedy decoding writes the same text "
+            "every time. Use --temperature > 0 for different samples, or --num-samples 1."
+        )
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"Need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}.")
     if looks_like_local_path(model_path) and not os.path.isdir(model_path):
         raise FileNotFoundError(f"No model folder at {model_path!r}.")
-    tokenizer: Any = AutoTokenizer.from_pretrained(model_path, revision=revision)
-    model: Any = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, trust_remote_code=True)
+    tokenizer: Any = load_tokenizer(model_path, revision=revision)
+    model: Any = load_model(AutoModelForCausalLM, model_path, revision=revision)
     model.eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)

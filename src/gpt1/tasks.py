@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from .tokenization import TASK_TOKENS
+from .tokenization import PAD_TOKEN, TASK_TOKENS
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def add_task_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
         {"extra_special_tokens": list(TASK_TOKENS.values())}, replace_extra_special_tokens=False
     )
     if tokenizer.pad_token is None:
-        added += tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        added += tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     return added
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +21,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .checkpoints import check_gpt1_checkpoint, load_model
 from .data import Corpus, hub_dataset_id, load_corpus, looks_like_local_path, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
@@ -101,6 +104,12 @@ class TrainConfig:
         """A copy with every preset-dependent option filled in, checked before anything runs."""
         if self.preset not in PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
+        if self.vocab_size is not None and self.tokenizer != "bpe":
+            raise ValueError(
+                f"--vocab-size {self.vocab_size} conflicts with --tokenizer {self.tokenizer!r}: it sizes the BPE "
+                "tokenizer trained for the run, while a char tokenizer has one token per character and a "
+                "saved tokenizer keeps its own size. Drop --vocab-size, or use --tokenizer bpe."
+            )
         values = asdict(self)
         for name, value in PRESETS[self.preset].items():
             if values.get(name) is None:
@@ -159,6 +168,22 @@ class TrainingDivergedError(RuntimeError):
     pass
 
 
+FAILPOINT_VARIABLE = "GPT1_FAILPOINT"
+# The run's position and learning-rate schedule in each checkpoint, as JSON data.
+TRAINER_STATE = "trainer_state.json"
+
+
+def _failpoint(name: str, step: int) -> None:
+    """Fault injection for the crash-safety tests: with GPT1_FAILPOINT="NAME@STEP" the run kills itself
+    with SIGKILL on reaching that point, as `kill -9` or the OOM killer would. Unset, it does nothing.
+
+    Points: "step" (after an optimizer step), "checkpoint-write" (mid-write), "checkpoint-written"
+    (complete, not yet renamed), "checkpoint-renamed" (before old ones are pruned), "final-save".
+    """
+    if os.environ.get(FAILPOINT_VARIABLE) == f"{name}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def train(config: TrainConfig) -> Path:
     """Train a GPT-1 as `config` says and return the output folder (a shareable HF model folder)."""
     config = config.resolved()
@@ -186,6 +211,8 @@ def train(config: TrainConfig) -> Path:
         tokenizer = _tokenizer(config, corpus, output_dir, resuming=checkpoint is not None)
         model = _model(config, tokenizer)
         pair_tokenizer_with_model(tokenizer, model)
+        if checkpoint is not None:
+            _check_resumable(checkpoint, model, output_dir)
         tokenizer.model_max_length = model.config.n_positions
         packed = pack_corpus(corpus, tokenizer, block_size=config.block_size)
     for name, part in (("training", corpus.train), ("validation", corpus.validation)):
@@ -227,9 +254,11 @@ def train(config: TrainConfig) -> Path:
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     progress = TrainingProgress()
     # The scheduler is stepped by hand once per optimizer step (a prepared one steps once per process).
-    accelerator.register_for_checkpointing(scheduler, progress)
+    # It and `progress` are saved as JSON (TRAINER_STATE), not registered with Accelerate, which would
+    # pickle them and unpickle them with weights_only=False: a checkpoint must not be able to run code.
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
+        _load_trainer_state(checkpoint, scheduler, progress)
         accelerator.print(f"Resumed from {checkpoint} at step {progress.step}.")
     elif config.resume:
         accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
@@ -240,15 +269,12 @@ def train(config: TrainConfig) -> Path:
     metrics_file = output_dir / "metrics.jsonl"
     if accelerator.is_main_process and metrics_file.exists():
         # A fresh run starts a fresh file; a resumed one drops what was logged after its checkpoint.
-        kept = (
-            []
-            if checkpoint is None
-            else [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= progress.step]
-        )
+        kept = [] if checkpoint is None else _records_up_to(metrics_file, progress.step)
         metrics_file.write_text("".join(line + "\n" for line in kept))
     _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir)
 
     accelerator.wait_for_everyone()
+    _failpoint("final-save", progress.step)
     final_model = accelerator.unwrap_model(model)
     final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
@@ -297,6 +323,7 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
             )
         scheduler.step()
         progress.step += 1
+        _failpoint("step", progress.step)
         progress.tokens_seen += tokens_per_step
         steps_timed += 1
         tokens_per_s = steps_timed * tokens_per_step / (time.perf_counter() - started)
@@ -327,7 +354,8 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
                 write_loss_curve(output_dir)
             model.train()
         if progress.step % config.save_every == 0 and progress.step < config.max_steps:
-            _save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints)
+            trainer_state = {"progress": progress.state_dict(), "scheduler": scheduler.state_dict()}
+            _save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints, trainer_state)
     bar.close()
 
 
@@ -383,19 +411,38 @@ def _sample(model, tokenizer: PreTrainedTokenizerBase, config: ResolvedTrainConf
     return str(tokenizer.decode(output[0], skip_special_tokens=True))
 
 
-def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> None:
+def _load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress) -> None:
+    state_file = checkpoint / TRAINER_STATE
+    if not state_file.is_file():
+        raise ValueError(
+            f"--resume: {str(checkpoint)!r} has no {TRAINER_STATE} (it was written by an older gpt1, or is not a "
+            "gpt1 checkpoint), so the run's position is unknown. Start a new run in a fresh --output-dir."
+        )
+    state = json.loads(state_file.read_text())
+    scheduler.load_state_dict(state["scheduler"])
+    progress.load_state_dict(state["progress"])
+
+
+def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, trainer_state: dict) -> None:
     """Accelerate `save_state` into a temporary folder, then one rename: a checkpoint is complete or absent."""
     checkpoints = output_dir / "checkpoints"
     final, temporary = checkpoints / f"step-{step:08d}", checkpoints / f".tmp-step-{step:08d}"
     if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
+        for half_written in checkpoints.glob(".tmp-step-*"):  # left by a run killed mid-write
+            shutil.rmtree(half_written, ignore_errors=True)
         checkpoints.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        # Weights, optimizer and RNG states are on disk, the run's position not yet: a kill here leaves a
+        # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
+        _failpoint("checkpoint-write", step)
+        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
+        _failpoint("checkpoint-written", step)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
+        _failpoint("checkpoint-renamed", step)
         for old in _checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -405,6 +452,41 @@ def _distributed_on_cpu() -> bool:
     """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
     DDP, or each process silently trains alone."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _check_resumable(checkpoint: Path, model: torch.nn.Module, output_dir: Path) -> None:
+    """A clear error, before anything is written, when the checkpoint holds a different model than the
+    options describe (Accelerate would stop with a long state-dict error deep in loading)."""
+    weights = checkpoint / "model.safetensors"
+    if not weights.is_file():
+        return  # sharded or otherwise saved: leave it to Accelerate
+    with safe_open(str(weights), framework="pt") as saved:
+        saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if name in saved_shapes}
+    missing = sorted(set(model.state_dict()) - set(saved_shapes) - {"lm_head.weight"})  # the tied head is not saved
+    different = [
+        f"{name} {saved_shapes[name]} vs {shape}" for name, shape in expected.items() if saved_shapes[name] != shape
+    ]
+    if missing or different:
+        details = ", ".join(different[:2] + [f"{name} missing" for name in missing[:2]])
+        raise ValueError(
+            f"--resume: the checkpoint {str(checkpoint)!r} holds a different model than these options build "
+            f"({details}). Resume with the options the run started with (saved in "
+            f"{str(output_dir / 'train_config.json')!r}), or train into a new --output-dir."
+        )
+
+
+def _records_up_to(metrics_file: Path, step: int) -> list[str]:
+    """The metrics lines logged up to `step`; a last line cut short by a kill is dropped."""
+    kept = []
+    for line in metrics_file.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["step"] <= step:
+            kept.append(line)
+    return kept
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
@@ -421,7 +503,7 @@ def _tokenizer(
     config: ResolvedTrainConfig, corpus: Corpus, output_dir: Path, resuming: bool
 ) -> PreTrainedTokenizerBase:
     if resuming and (output_dir / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(output_dir)  # the very tokenizer the run started with
+        return AutoTokenizer.from_pretrained(output_dir)  # the run's own folder, not the Hub  # nosec B615
     if config.tokenizer in ("bpe", "char"):
         kind: TokenizerKind = "bpe" if config.tokenizer == "bpe" else "char"
         vocab_size = config.vocab_size if kind == "bpe" else None
@@ -430,13 +512,14 @@ def _tokenizer(
         return train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
     if not os.path.exists(config.tokenizer) and looks_like_local_path(config.tokenizer):
         raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
-    return AutoTokenizer.from_pretrained(config.tokenizer)
+    return AutoTokenizer.from_pretrained(config.tokenizer)  # the tokenizer the user names  # nosec B615
 
 
 def _model(config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     model: PreTrainedModel
     if config.init_from is not None:
-        model = AutoModelForCausalLM.from_pretrained(config.init_from, trust_remote_code=True, dtype=torch.float32)
+        check_gpt1_checkpoint(config.init_from)
+        model = load_model(GPT1ForCausalLM, config.init_from, dtype=torch.float32)
     else:
         model_config = GPT1Config(
             vocab_size=len(tokenizer),
