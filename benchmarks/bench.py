@@ -57,10 +57,10 @@ from transformers import GPT2Config, GPT2LMHeadModel, OpenAIGPTConfig, OpenAIGPT
 
 BENCHMARKS = Path(__file__).resolve().parent
 try:
-    from gpt1 import GPT1ForCausalLM
+    from gpt1 import GPT1Config, GPT1ForCausalLM
 except ImportError:  # Running from a checkout without installing: use the source tree.
     sys.path.insert(0, str(BENCHMARKS.parent / "src"))
-    from gpt1 import GPT1ForCausalLM
+    from gpt1 import GPT1Config, GPT1ForCausalLM
 from gpt1.convert import gpt1_config_from_openai, gpt1_state_dict_from_openai  # noqa: E402
 
 sys.path.insert(0, str(BENCHMARKS))
@@ -210,11 +210,10 @@ def tensor_bytes(tensors) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors if isinstance(tensor, torch.Tensor))
 
 
-def resident_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Parameters, their gradients (as after a step) and the optimizer's state."""
-    parameters = tensor_bytes(model.parameters())
-    state = tensor_bytes(value for per_parameter in optimizer.state.values() for value in per_parameter.values())
-    return {"parameters": parameters, "gradients": parameters, "optimizer_state": state}
+def resident_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Parameters and the optimizer's state: what lives between steps (gradients are freed, set_to_none)."""
+    state = (value for per_parameter in optimizer.state.values() for value in per_parameter.values())
+    return tensor_bytes(model.parameters()) + tensor_bytes(state)
 
 
 def mib(value: float) -> float:
@@ -224,12 +223,24 @@ def mib(value: float) -> float:
 # --- models ---------------------------------------------------------------------------------------------------------
 
 
+DROPOUT_OFF = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+
+
+def dimensions(sizes: dict) -> dict:
+    return {name: sizes[name] for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")}
+
+
+def build_gpt1(sizes: dict, seed: int, device: torch.device) -> GPT1ForCausalLM:
+    """Our model alone, as `gpt1 train` builds it (padded embedding rows), dropout off."""
+    torch.manual_seed(seed)
+    config = GPT1Config(**dimensions(sizes), **DROPOUT_OFF, vocab_padding_multiple=VOCAB_PADDING_MULTIPLE)
+    return GPT1ForCausalLM(config).to(device)
+
+
 def build_models(sizes: dict, seed: int, device: torch.device) -> dict[str, nn.Module]:
     """The three models at identical dimensions, dropout off; ours and openai-gpt with identical weights."""
-    dimensions = {name: sizes[name] for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")}
-    dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
     torch.manual_seed(seed)
-    openai_gpt = OpenAIGPTLMHeadModel(OpenAIGPTConfig(**dimensions, **dropout))
+    openai_gpt = OpenAIGPTLMHeadModel(OpenAIGPTConfig(**dimensions(sizes), **DROPOUT_OFF))
     config = gpt1_config_from_openai(openai_gpt.config)
     config.vocab_padding_multiple = VOCAB_PADDING_MULTIPLE
     ours = GPT1ForCausalLM(config)
@@ -242,7 +253,7 @@ def build_models(sizes: dict, seed: int, device: torch.device) -> dict[str, nn.M
         raise RuntimeError(f"Weight conversion left keys unmatched: missing {missing}, unexpected {unexpected}.")
     ours.tie_weights()
     gpt2 = GPT2LMHeadModel(
-        GPT2Config(**dimensions, **dropout, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+        GPT2Config(**dimensions(sizes), **DROPOUT_OFF, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
     )
     return {"gpt1": ours.to(device), "openai-gpt": openai_gpt.to(device), "gpt2": gpt2.to(device)}
 
@@ -263,7 +274,7 @@ def rotations(names: list[str], rounds: int) -> Iterator[str]:
         yield from (order if round_index % 2 == 0 else order[::-1])
 
 
-def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     try:
         return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     except (RuntimeError, ValueError):  # no fused kernel for this device
@@ -286,7 +297,7 @@ def benchmark_training(models: dict[str, nn.Module], sizes: dict, seed: int, dev
         torch.randint(0, sizes["vocab_size"], (sizes["batch_size"], sizes["seq_len"]), generator=generator).to(device)
         for _ in range(sizes["train_steps"])
     ]
-    optimizers = {name: make_optimizer(model, device) for name, model in models.items()}
+    optimizers = {name: make_optimizer(model) for name, model in models.items()}
 
     def step(name: str, input_ids: torch.Tensor) -> None:
         optimizers[name].zero_grad(set_to_none=True)
@@ -319,9 +330,9 @@ def benchmark_training(models: dict[str, nn.Module], sizes: dict, seed: int, dev
         resident = resident_bytes(models[name], optimizers[name])
         # Gradients are freed before each step (set_to_none), so the step's peak includes them.
         memory[name] = {
-            "resident_mib": mib(resident["parameters"] + resident["optimizer_state"]),
+            "resident_mib": mib(resident),
             "step_peak_above_resident_mib": mib(measured["peak_bytes"]),
-            "peak_mib": mib(resident["parameters"] + resident["optimizer_state"] + measured["peak_bytes"]),
+            "peak_mib": mib(resident + measured["peak_bytes"]),
         }
 
     per_model = {
@@ -415,7 +426,7 @@ def benchmark_generation(
 
 def benchmark_checkpointing(sizes: dict, seed: int, device: torch.device) -> dict:
     """Our activation memory and step peak at the preset's size, without and with gradient checkpointing."""
-    model = build_models(sizes, seed, device)["gpt1"].train()
+    model = build_gpt1(sizes, seed, device).train()
     model.config.use_cache = False  # as when training; checkpointing would switch it off with a warning
     generator = torch.Generator().manual_seed(seed + 3)
     input_ids = torch.randint(0, sizes["vocab_size"], (sizes["batch_size"], sizes["seq_len"]), generator=generator)
@@ -483,8 +494,8 @@ def gpu_peak_flops(device: torch.device, override_tflops: float | None) -> float
 
 def gpu_run(args: argparse.Namespace, device: torch.device, compiled: bool, peak_flops: float | None) -> dict:
     """Tokens/s, MFU and peak memory of our training step at the paper's size on one GPU."""
-    model = build_models(GPU_SIZES, args.seed, device)["gpt1"].train()
-    optimizer = make_optimizer(model, device)
+    model = build_gpt1(GPU_SIZES, args.seed, device).train()
+    optimizer = make_optimizer(model)
     runner = torch.compile(model) if compiled else model
     input_ids = torch.randint(0, GPU_SIZES["vocab_size"], (args.gpu_batch_size, GPU_SIZES["seq_len"]), device=device)
 

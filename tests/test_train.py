@@ -20,13 +20,11 @@ from gpt1.train import TrainConfig, train
 
 from .helpers import gpt1_cli
 
-# A model and schedule small enough for a few seconds on 2 CPU cores.
-TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
-        "--vocab-size", "300", "--eval-batches", "2", "--sample-tokens", "8"]  # fmt: skip
-# The same without --vocab-size, which sizes a BPE tokenizer trained for the run and conflicts with any other.
-TINY_ANY_TOKENIZER = [
-    option for index, option in enumerate(TINY) if "--vocab-size" not in TINY[max(0, index - 1) : index + 1]
-]
+# A model and schedule small enough for a few seconds on 2 CPU cores. TINY_ANY_TOKENIZER leaves out
+# --vocab-size, which sizes a BPE tokenizer trained for the run and conflicts with any other tokenizer.
+TINY_ANY_TOKENIZER = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
+                      "--eval-batches", "2", "--sample-tokens", "8"]  # fmt: skip
+TINY = [*TINY_ANY_TOKENIZER, "--vocab-size", "300"]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,10 @@ def read_config(model: str, revision: str | None = None) -> dict[str, Any]:
 
 def check_gpt1_checkpoint(model: str, revision: str | None = None) -> None:
     """A clear error when `model` is missing or is not a gpt1 model."""
-    model_type = read_config(model, revision).get("model_type")
+    _require_gpt1(model, read_config(model, revision).get("model_type"))
+
+
+def _require_gpt1(model: str, model_type: str | None) -> None:
     if model_type != GPT1Config.model_type:
         raise ValueError(
             f"{model!r} is a {model_type!r} checkpoint, not gpt1. Use a model made by `gpt1 train`, "
@@ -44,16 +47,20 @@ def check_gpt1_checkpoint(model: str, revision: str | None = None) -> None:
 
 
 def load_model(model_class: Any, model: str, revision: str | None = None, **kwargs: Any) -> Any:
-    """`model_class.from_pretrained(model)` from safetensors only, never running the checkpoint's code."""
+    """`model_class.from_pretrained(model)` from safetensors only, never running the checkpoint's code.
+    A gpt1 class (not an Auto class) takes gpt1 checkpoints only."""
     model_type = read_config(model, revision).get("model_type")
-    if model_type not in CONFIG_MAPPING:  # gpt1 is there once the package is imported
+    is_auto_class = model_class.__name__.startswith("Auto")
+    if not is_auto_class:
+        _require_gpt1(model, model_type)
+    elif model_type not in CONFIG_MAPPING:  # gpt1 is there once the package is imported
         raise ValueError(
             f"{model!r} has model_type {model_type!r} in its config.json, which neither gpt1 nor transformers "
             f"{transformers.__version__} knows (a gpt1 checkpoint says 'gpt1'). gpt1 runs no code from "
             "checkpoints: fix config.json, or load a model that brings its own code yourself, with "
             "trust_remote_code=True, if you trust it."
         )
-    if model_class.__name__.startswith("Auto"):
+    if is_auto_class:
         kwargs["trust_remote_code"] = False  # refuse, and never prompt, rather than run a stranger's code
     try:
         return model_class.from_pretrained(model, revision=revision, use_safetensors=True, **kwargs)

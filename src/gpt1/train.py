@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .checkpoints import check_gpt1_checkpoint, load_model
+from .checkpoints import load_model
 from .data import Corpus, hub_dataset_id, load_corpus, looks_like_local_path, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
@@ -462,10 +462,12 @@ def _check_resumable(checkpoint: Path, model: torch.nn.Module, output_dir: Path)
         return  # sharded or otherwise saved: leave it to Accelerate
     with safe_open(str(weights), framework="pt") as saved:
         saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if name in saved_shapes}
-    missing = sorted(set(model.state_dict()) - set(saved_shapes) - {"lm_head.weight"})  # the tied head is not saved
+    built_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    missing = sorted(set(built_shapes) - set(saved_shapes) - {"lm_head.weight"})  # the tied head is not saved
     different = [
-        f"{name} {saved_shapes[name]} vs {shape}" for name, shape in expected.items() if saved_shapes[name] != shape
+        f"{name} {saved_shapes[name]} vs {shape}"
+        for name, shape in built_shapes.items()
+        if name in saved_shapes and saved_shapes[name] != shape
     ]
     if missing or different:
         details = ", ".join(different[:2] + [f"{name} missing" for name in missing[:2]])
@@ -518,7 +520,6 @@ def _tokenizer(
 def _model(config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     model: PreTrainedModel
     if config.init_from is not None:
-        check_gpt1_checkpoint(config.init_from)
         model = load_model(GPT1ForCausalLM, config.init_from, dtype=torch.float32)
     else:
         model_config = GPT1Config(

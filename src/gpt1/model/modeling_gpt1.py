@@ -107,7 +107,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 log_normaliser = torch.logsumexp(logits, dim=1, keepdim=True)
                 token_losses = (log_normaliser - logits.gather(1, safe_targets)).squeeze(1)
                 loss_sum += (token_losses * is_target).sum()
-                if grad_hidden is None or grad_weight is None:
+                if grad_hidden is None or grad_weight is None:  # no gradient wanted: the loss is all
                     continue
                 # d loss / d logits = softmax - one_hot(target), zero for ignored rows; reuses the logits' memory.
                 grad_logits = logits.sub_(log_normaliser).exp_()
@@ -117,9 +117,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 grad_hidden[rows] = grad_logits_c @ weight_c
                 grad_weight.addmm_(grad_logits_c.T.float(), hidden_c[rows].float())
             divisor = divisor.to(device=hidden.device, dtype=torch.float32)
-            ctx.save_for_backward(
-                *(tensor if tensor is not None else torch.empty(0) for tensor in (grad_hidden, grad_weight)), divisor
-            )
+            ctx.save_for_backward(grad_hidden, grad_weight, divisor)
             ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
         return loss_sum / divisor
 
