@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedTokenizerFast
 
 from gpt1 import GPT1Config, train_tokenizer
@@ -23,6 +24,12 @@ def tiny_config(**overrides) -> GPT1Config:
     sizes = dict(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4)
     sizes.update(overrides)
     return GPT1Config(**sizes)
+
+
+def random_ids(config: GPT1Config, batch: int = 2, seq: int = 12, seed: int = 1) -> torch.Tensor:
+    """`[batch, seq]` token ids from 1 up (0 is the tiny configs' padding id), the same for the same seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, config.vocab_size, (batch, seq), generator=generator)
 
 
 def make_tokenizer(vocab_size: int = 300, model_max_length: int = 64) -> PreTrainedTokenizerFast:

@@ -134,3 +134,87 @@ def test_heads_train_end_to_end():
         optimizer.step()
     assert loss.item() < 0.5 * first
     assert model(ids).logits.argmax(-1).tolist() == labels.tolist()
+
+
+def test_token_classification_pipeline_labels_every_token_from_its_logits():
+    from transformers import pipeline
+
+    from gpt1 import GPT1ForTokenClassification
+
+    from .helpers import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    labels = {0: "NOUN", 1: "VERB", 2: "OTHER"}  # no "O": the pipeline then reports every token
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=len(tokenizer), num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    model = GPT1ForTokenClassification(config).eval()
+    text = "The trophy didn't fit in the suitcase"
+    tagged = pipeline("token-classification", model=model, tokenizer=tokenizer)(text)
+
+    encoding = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        probabilities = model(**encoding).logits.softmax(-1)[0]
+    assert len(tagged) == encoding.input_ids.shape[1]
+    for entity in tagged:
+        index = entity["index"]
+        assert entity["entity"] == labels[int(probabilities[index].argmax())]
+        assert abs(entity["score"] - float(probabilities[index].max())) < 1e-5
+        assert entity["word"] == tokenizer.convert_ids_to_tokens(int(encoding.input_ids[0, index]))
+
+
+def test_token_classification_loss_ignores_minus_100_and_names_a_bad_label():
+    from gpt1 import GPT1ForTokenClassification
+
+    model = GPT1ForTokenClassification(tiny_config(num_labels=3, classifier_dropout=0.0)).eval()
+    ids = ids_of([5, 9, 17, 3])
+    labels = ids_of([0, 2, -100, 1])
+    logits = model(ids).logits[0]
+    expected = torch.nn.functional.cross_entropy(logits[[0, 1, 3]], torch.tensor([0, 2, 1]))
+    torch.testing.assert_close(model(ids, labels=labels).loss, expected)
+    with pytest.raises(ValueError, match=r"labels contain class 7, but the model has num_labels=3"):
+        model(ids, labels=ids_of([0, 7, 1, 1]))
+
+
+def test_question_answering_head_loads_by_auto_class_and_finds_a_span_of_the_context(tmp_path):
+    """transformers removed the question-answering pipeline in 5.3 (below this package's range), so the
+    span is decoded here the way that pipeline did: the best start + end score over spans of the context."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from gpt1 import GPT1ForQuestionAnswering
+
+    from .helpers import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(0)
+    GPT1ForQuestionAnswering(tiny_config(vocab_size=len(tokenizer))).save_pretrained(tmp_path)
+    model = AutoModelForQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert isinstance(model, GPT1ForQuestionAnswering)
+    question, context = "What did not fit?", "The trophy didn't fit in the suitcase because it was too big."
+    # The question first: a decoder's context tokens can then attend to it.
+    encoding = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+    outputs = model(encoding.input_ids, attention_mask=encoding.attention_mask)
+    assert outputs.start_logits.shape == outputs.end_logits.shape == encoding.input_ids.shape
+    in_context = [index for index, sequence in enumerate(encoding.sequence_ids()) if sequence == 1]
+    start, end = max(
+        ((first, last) for first in in_context for last in in_context if first <= last < first + 6),
+        key=lambda span: float(outputs.start_logits[0, span[0]] + outputs.end_logits[0, span[1]]),
+    )
+    offsets = encoding.offset_mapping[0]  # character offsets within the context, for its tokens
+    answer = context[int(offsets[start][0]) : int(offsets[end][1])]
+    assert answer.strip() == tokenizer.decode(encoding.input_ids[0, start : end + 1]).strip() != ""
+
+
+def test_question_answering_loss_is_the_mean_of_start_and_end_cross_entropy():
+    from gpt1 import GPT1ForQuestionAnswering
+
+    model = GPT1ForQuestionAnswering(tiny_config()).eval()
+    ids = ids_of([5, 9, 17, 3, 8], [4, 6, 2, 7, 1])
+    starts, ends = torch.tensor([1, 0]), torch.tensor([3, 2])
+    outputs = model(ids, start_positions=starts, end_positions=ends)
+    expected = (
+        torch.nn.functional.cross_entropy(outputs.start_logits, starts)
+        + torch.nn.functional.cross_entropy(outputs.end_logits, ends)
+    ) / 2
+    torch.testing.assert_close(outputs.loss, expected)

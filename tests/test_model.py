@@ -7,17 +7,12 @@ from transformers import DynamicCache
 
 from gpt1 import GPT1ForCausalLM, GPT1Model
 
-from .helpers import tiny_config
+from .helpers import random_ids, tiny_config
 
 
 @pytest.fixture
 def model(config):
     return GPT1ForCausalLM(config).eval()
-
-
-def random_ids(config, batch=2, seq=12, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(1, config.vocab_size, (batch, seq), generator=generator)
 
 
 def with_attention(model, implementation):

@@ -9,11 +9,20 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
 )
 
 import gpt1
-from gpt1 import GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification, GPT1Model
+from gpt1 import (
+    GPT1ForCausalLM,
+    GPT1ForMultipleChoice,
+    GPT1ForQuestionAnswering,
+    GPT1ForSequenceClassification,
+    GPT1ForTokenClassification,
+    GPT1Model,
+)
 from gpt1.model.configuration_gpt1 import GPT1_AUTO_MAP
 
 from .helpers import make_tokenizer, run_without_gpt1, tiny_config
@@ -23,12 +32,15 @@ HEADS = {
     "AutoModelForCausalLM": GPT1ForCausalLM,
     "AutoModelForSequenceClassification": GPT1ForSequenceClassification,
     "AutoModelForMultipleChoice": GPT1ForMultipleChoice,
+    "AutoModelForTokenClassification": GPT1ForTokenClassification,
+    "AutoModelForQuestionAnswering": GPT1ForQuestionAnswering,
 }
 IDS = [[5, 9, 17, 3, 8, 2], [6, 2, 1, 8, 40, 41]]
 
 
 def first_output(outputs) -> torch.Tensor:
-    return outputs.logits if hasattr(outputs, "logits") else outputs.last_hidden_state
+    """The logits, the start scores (question answering) or the hidden states (the bare model)."""
+    return outputs[0]
 
 
 def inputs_for(auto_class: str) -> torch.Tensor:
@@ -78,7 +90,7 @@ def test_every_head_loads_without_gpt1_and_gives_identical_outputs(tmp_path):
                 ids = ids[None]
             with torch.no_grad():
                 out = model(ids)
-            out = out.logits if hasattr(out, "logits") else out.last_hidden_state
+            out = out[0]  # logits, start scores or hidden states
             OUTPUTS[auto_class] = {"class": type(model).__name__, "module": type(model).__module__,
                                    "values": out.tolist()}
         """,
@@ -135,6 +147,8 @@ def test_installed_package_registers_auto_classes_without_trust_remote_code(tmp_
             "AutoModelForCausalLM": AutoModelForCausalLM,
             "AutoModelForSequenceClassification": AutoModelForSequenceClassification,
             "AutoModelForMultipleChoice": AutoModelForMultipleChoice,
+            "AutoModelForTokenClassification": AutoModelForTokenClassification,
+            "AutoModelForQuestionAnswering": AutoModelForQuestionAnswering,
         }[auto_class]
         model = auto.from_pretrained(folder)
         assert type(model) is head

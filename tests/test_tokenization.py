@@ -1,5 +1,11 @@
 """train_tokenizer: char and byte-level BPE tokenizers trained on the user's text."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import datasets
 import pytest
 import torch
@@ -7,8 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from gpt1 import GPT1Config, GPT1ForCausalLM, pair_tokenizer_with_model, tokenize_dataset, train_tokenizer
-from gpt1.tokenization import TASK_TOKENS
+from gpt1 import (
+    GPT1Config,
+    GPT1ForCausalLM,
+    GPT1ForSequenceClassification,
+    pair_tokenizer_with_model,
+    tokenize_dataset,
+    train_tokenizer,
+)
+from gpt1.tokenization import TASK_TOKENS, use_task_template
+
+from .helpers import make_tokenizer, tiny_config
 
 CORPUS = [
     "The trophy didn't fit in the suitcase because it was too big.",
@@ -82,6 +97,77 @@ def test_save_and_autotokenizer_round_trip_without_custom_code(kind, tmp_path):
         assert loaded.decode(loaded(text).input_ids) == text
     assert loaded.classify_token == "<|classify|>" and loaded.pad_token_id == tokenizer.pad_token_id
     assert loaded.model_max_length == tokenizer.model_max_length
+
+
+# Loads a tokenizer and prints nothing itself: the ids go to a file. Without gpt1, `import gpt1` fails.
+_LOAD_TOKENIZER = textwrap.dedent(
+    """
+    import json, sys
+    folder, text, outputs, call = sys.argv[1:]
+    if call == "gpt1 imported":
+        import gpt1
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    else:
+        sys.modules["gpt1"] = None
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+        if call == "no code":
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    json.dump({"ids": tokenizer(text).input_ids, "pair": tokenizer(text, text).input_ids}, open(outputs, "w"))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("head", "call"),
+    [("causal-lm", "gpt1 imported"), ("causal-lm", "no code"), ("classifier", "no code"), ("causal-lm", "trusted")],
+)
+def test_the_documented_tokenizer_loads_are_silent_in_a_terminal(head, call, tmp_path):
+    """A folder as `gpt1 train` (and convert) or `gpt1 finetune` write it, loaded the ways the README shows:
+    with a terminal on stdin, nothing asks whether to run custom code and nothing warns.
+
+    `AutoTokenizer.from_pretrained(folder)` with neither gpt1 imported nor `trust_remote_code` cannot be
+    silent: every transformers 5.x reads config.json before tokenizer_config.json, and a config whose
+    model_type it does not know, with code in `auto_map`, makes it ask. `PreTrainedTokenizerFast` reads
+    only the tokenizer files, and importing gpt1 makes the model type known.
+    """
+    pty = pytest.importorskip("pty")
+    tokenizer = make_tokenizer()
+    folder = tmp_path / "run"
+    tokenizer.save_pretrained(folder)  # gpt1 train saves the tokenizer first, the model at the end
+    if head == "causal-lm":
+        GPT1ForCausalLM(tiny_config(vocab_size=len(tokenizer))).save_pretrained(folder)
+    else:  # gpt1 finetune: the classifier, then its tokenizer with GPT-1's task template
+        GPT1ForSequenceClassification(tiny_config(vocab_size=len(tokenizer), num_labels=2)).save_pretrained(folder)
+        use_task_template(tokenizer)
+        tokenizer.save_pretrained(folder)
+    assert (folder / "config.json").exists() and (folder / "modeling_gpt1.py").exists()
+    text = "GPT-1 learned from books."  # shorter than the context, so encoding it warns of nothing
+    outputs = tmp_path / "outputs.json"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
+    terminal, stdin = pty.openpty()  # stdin is a terminal: a question would wait for an answer there
+    try:
+        # transformers gives up on an unanswered question after 15 s; the timeout catches any other wait.
+        result = subprocess.run(
+            [sys.executable, "-c", _LOAD_TOKENIZER, str(folder), text, str(outputs), call],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    loaded = json.loads(outputs.read_text())
+    assert loaded["ids"] == tokenizer(text).input_ids
+    assert loaded["pair"] == tokenizer(text, text).input_ids
 
 
 def test_sources_files_folders_paths_and_datasets_give_the_same_tokenizer(tmp_path, char):

@@ -9,7 +9,9 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
 )
 
 from .convert import convert_openai_gpt
@@ -17,7 +19,9 @@ from .model import (
     GPT1Config,
     GPT1ForCausalLM,
     GPT1ForMultipleChoice,
+    GPT1ForQuestionAnswering,
     GPT1ForSequenceClassification,
+    GPT1ForTokenClassification,
     GPT1Model,
     GPT1PreTrainedModel,
 )
@@ -38,12 +42,16 @@ AutoModel.register(GPT1Config, GPT1Model, exist_ok=True)
 AutoModelForCausalLM.register(GPT1Config, GPT1ForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(GPT1Config, GPT1ForSequenceClassification, exist_ok=True)
 AutoModelForMultipleChoice.register(GPT1Config, GPT1ForMultipleChoice, exist_ok=True)
+AutoModelForTokenClassification.register(GPT1Config, GPT1ForTokenClassification, exist_ok=True)
+AutoModelForQuestionAnswering.register(GPT1Config, GPT1ForQuestionAnswering, exist_ok=True)
 
 __all__ = [
     "GPT1Config",
     "GPT1ForCausalLM",
     "GPT1ForMultipleChoice",
+    "GPT1ForQuestionAnswering",
     "GPT1ForSequenceClassification",
+    "GPT1ForTokenClassification",
     "GPT1Model",
     "GPT1PreTrainedModel",
     "TaskDataCollator",

@@ -151,10 +151,12 @@ def _attention(args: argparse.Namespace) -> int:
     from transformers import AutoModel
 
     from .checkpoints import load_model, load_tokenizer
+    from .tokenization import pair_tokenizer_with_model
     from .viz import plot_attention, save_figure
 
     tokenizer = load_tokenizer(args.model, revision=args.revision)
     model = load_model(AutoModel, args.model, revision=args.revision).eval()
+    pair_tokenizer_with_model(tokenizer, model)
     figure = plot_attention(model, tokenizer, args.text, layer=args.layer, head=args.head, query_token=args.query_token)
     print(f"Wrote {save_figure(figure, args.out)}")
     return 0

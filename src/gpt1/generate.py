@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, TextStreamer
 
 from .checkpoints import load_model, load_tokenizer
 from .data import looks_like_local_path
+from .tokenization import pair_tokenizer_with_model
 
 
 def generate(
@@ -39,6 +40,7 @@ def generate(
         raise FileNotFoundError(f"No model folder at {model_path!r}.")
     tokenizer: Any = load_tokenizer(model_path, revision=revision)
     model: Any = load_model(AutoModelForCausalLM, model_path, revision=revision)
+    pair_tokenizer_with_model(tokenizer, model)  # the model does not read ids back to check them
     model.eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)

@@ -85,7 +85,7 @@ The model code travels with the weights, so `gpt1` need not be installed:
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
+tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
 generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
 print(generator("{_escape("The ")}", max_new_tokens=50)[0]["generated_text"])
 ```
@@ -131,7 +131,7 @@ def write_finetune_card(run_dir: Path, model, config, data_description: str, met
 print(classify("Your text here"))"""
     elif config.task == "multiple-choice":
         usage = """model = AutoModelForMultipleChoice.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
+tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
 # Build <|start|> context <|delimiter|> answer <|classify|> per choice; gpt1.multiple_choice_inputs does it."""
     else:
         usage = """generate = pipeline("text-generation", model="PATH_OR_REPO", trust_remote_code=True)

@@ -4,7 +4,9 @@ from .configuration_gpt1 import GPT1Config
 from .modeling_gpt1 import (
     GPT1ForCausalLM,
     GPT1ForMultipleChoice,
+    GPT1ForQuestionAnswering,
     GPT1ForSequenceClassification,
+    GPT1ForTokenClassification,
     GPT1Model,
     GPT1PreTrainedModel,
 )
@@ -13,7 +15,9 @@ __all__ = [
     "GPT1Config",
     "GPT1ForCausalLM",
     "GPT1ForMultipleChoice",
+    "GPT1ForQuestionAnswering",
     "GPT1ForSequenceClassification",
+    "GPT1ForTokenClassification",
     "GPT1Model",
     "GPT1PreTrainedModel",
 ]

@@ -15,6 +15,8 @@ GPT1_AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_gpt1.GPT1ForCausalLM",
     "AutoModelForSequenceClassification": "modeling_gpt1.GPT1ForSequenceClassification",
     "AutoModelForMultipleChoice": "modeling_gpt1.GPT1ForMultipleChoice",
+    "AutoModelForTokenClassification": "modeling_gpt1.GPT1ForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_gpt1.GPT1ForQuestionAnswering",
 }
 
 
@@ -48,7 +50,25 @@ class GPT1Config(PretrainedConfig):
     """
 
     model_type = "gpt1"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    # The cache's output name: `cache` from transformers 5.24, `past_key_values` before.
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
+    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")` under torchrun). The fused projection holds
+    # [query | key | value]; a plain column split would hand a rank all of the query and half the key, so
+    # it is split and its output gathered (as transformers' phi3 does with its fused qkv_proj), and the
+    # attention output projection splits its replicated input. The feed-forward is truly parallel. The
+    # embeddings stay whole: the tied output layer's weight is read directly by the chunked loss.
+    base_model_tp_plan = {
+        "blocks.*.attn.qkv_proj": "colwise_gather_output",
+        "blocks.*.attn.out_proj": "rowwise_split_input",
+        "blocks.*.mlp.up_proj": "colwise",
+        "blocks.*.mlp.down_proj": "rowwise",
+    }
+    # Pipeline stages, for engines that read the plan (transformers' own pipeline parallelism, as of 5.24,
+    # ignores it and expects llama's module names).
+    base_model_pp_plan = {
+        "token_embeddings": (["input_ids"], ["inputs_embeds"]),
+        "blocks": (["hidden_states", "attention_mask"], ["hidden_states"]),
+    }
     attribute_map = {
         "hidden_size": "n_embd",
         "num_attention_heads": "n_head",

@@ -10,7 +10,7 @@ standard library, `torch`, `transformers` and its sibling `configuration_gpt1.py
 """
 
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -23,14 +23,73 @@ from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
     MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
     SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_gpt1 import GPT1Config
+
+# This file runs against whatever transformers release the person loading a checkpoint has, so it reads
+# the names that changed between releases from the installed library instead of assuming one release.
+# transformers 5.24 renamed the key/value cache from `past_key_values` to `cache`: `generate` passes it
+# as `cache=`, the output classes carry `.cache`, and the mask helpers take `cache=`. Every forward here
+# accepts both names; internally the cache travels under the installed name (CACHE_NAME), which is the
+# one `GradientCheckpointingLayer` knows to drop while checkpointing.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _parameter_names(function: Callable) -> tuple[str, ...]:
+    """The named parameters of `function`, looking through decorators such as `deprecate_kwarg`."""
+    code = getattr(function, "__wrapped__", function).__code__
+    return code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+
+
+_MASK_CACHE_NAME = "cache" if "cache" in _parameter_names(create_causal_mask) else "past_key_values"
+
+
+def _as_cache_argument(cache: Cache | None, name: str = CACHE_NAME) -> dict[str, Any]:
+    """`{name: cache}`, to pass or return the cache under the installed release's name."""
+    return {name: cache}
+
+
+def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed under either name (`cache` from transformers 5.24, `past_key_values` before)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the key/value cache once, as cache= or as past_key_values=, not both.")
+    return cache if cache is not None else past_key_values
+
+
+def _index_checked(compute: Callable[[], torch.Tensor], describe: Callable[[], str]) -> torch.Tensor:
+    """`compute()`, turning an index out of range into a `ValueError` that says `describe()`.
+
+    Ids, positions and labels are not read before use: reading them would make the host wait for the
+    device on every call. An index out of range raises `IndexError` on a CPU (on a GPU it is a
+    device-side assert), and only then are the values read, to name the offending one.
+    """
+    if torch.compiler.is_compiling():
+        return compute()
+    try:
+        return compute()
+    except IndexError as error:
+        raise ValueError(describe()) from error
+
+
+def _out_of_range(values: torch.Tensor, limit: int) -> int:
+    """The value of `values` furthest outside `[0, limit)`, read only to word an error."""
+    low, high = int(values.min()), int(values.max())
+    return low if low < 0 else high
+
+
+def _keep_last(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """The positions to compute logits for: the last `logits_to_keep` (0 keeps all), or those indexed by a tensor."""
+    if isinstance(logits_to_keep, int):
+        return hidden_states if logits_to_keep == 0 else hidden_states[:, -logits_to_keep:]
+    return hidden_states[:, logits_to_keep]
 
 
 def eager_attention_forward(
@@ -143,7 +202,6 @@ class GPT1Attention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.num_heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
@@ -154,21 +212,20 @@ class GPT1Attention(nn.Module):
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs,
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch_size, seq_len, embed_dim = hidden_states.shape
-        heads_shape = (batch_size, seq_len, self.num_heads, self.head_dim)
-        query, key, value = self.qkv_proj(hidden_states).split(embed_dim, dim=-1)
-        query = query.view(heads_shape).transpose(1, 2)
-        key = key.view(heads_shape).transpose(1, 2)
-        value = value.view(heads_shape).transpose(1, 2)
+        cache: Cache | None = kwargs.pop(CACHE_NAME, None)
+        batch_size, seq_len, _ = hidden_states.shape
+        # The head count comes from the tensor (-1), not the config: under tensor parallelism each rank
+        # holds only its own heads' share of the projection.
+        heads_shape = (batch_size, seq_len, -1, self.head_dim)
+        query, key, value = self.qkv_proj(hidden_states).chunk(3, dim=-1)
+        query = query.reshape(heads_shape).transpose(1, 2)
+        key = key.reshape(heads_shape).transpose(1, 2)
+        value = value.reshape(heads_shape).transpose(1, 2)
 
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -183,7 +240,7 @@ class GPT1Attention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
-        attn_output = attn_output.reshape(batch_size, seq_len, embed_dim)
+        attn_output = attn_output.reshape(batch_size, seq_len, -1)
         attn_output = self.resid_dropout(self.out_proj(attn_output))
         return attn_output, attn_weights
 
@@ -214,15 +271,10 @@ class GPT1Block(GradientCheckpointingLayer):
         self.mlp_norm = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs,
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
-        attn_output, _ = self.attn(
-            hidden_states, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
-        )
+        # kwargs carry the cache under CACHE_NAME, and position_ids (used by flash attention for packed rows).
+        attn_output, _ = self.attn(hidden_states, attention_mask=attention_mask, **kwargs)
         hidden_states = self.attn_norm(hidden_states + attn_output)
         hidden_states = self.mlp_norm(hidden_states + self.mlp(hidden_states))
         return hidden_states
@@ -234,7 +286,7 @@ class GPT1PreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPT1Block"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -299,85 +351,107 @@ class GPT1Model(GPT1PreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
         input_ids: `[batch, seq]` token ids, each in `[0, vocab_size)`.
         attention_mask: `[batch, past + seq]`, 1 for real tokens and 0 for padding (left or right).
         position_ids: `[batch, seq]`; by default counted from the first real token of each row, so a
-            left-padded prompt gets the same positions as the same prompt alone.
-        past_key_values: a `Cache` from a previous call (generation); a new `DynamicCache` is made
-            when `use_cache` is on and none is given.
+            left-padded prompt gets the same positions as the same prompt alone. Positions that restart
+            at 0 inside a row (with no `attention_mask`) mark packed sequences, which then cannot see
+            each other.
+        cache: a `Cache` from a previous call (generation); a new `DynamicCache` is made when `use_cache`
+            is on and none is given. `past_key_values` is the same argument under its older name.
         inputs_embeds: `[batch, seq, n_embd]`, instead of `input_ids`.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        cache = _one_cache(cache, past_key_values)
         # No new cache while training: it would only copy every key and value and keep them alive
         # (and under gradient checkpointing the blocks would drop it anyway). Pass one to force it.
-        if use_cache and past_key_values is None and not self.training:
-            past_key_values = DynamicCache(config=self.config)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None and not self.training:
+            cache = DynamicCache(config=self.config)
+        # An int for a dynamic cache; a tensor for a static one, which is never branched on.
+        past_len = cache.get_seq_length() if cache is not None else 0
 
         if input_ids is not None:
-            if past_len == 0:
-                # Checked on the prompt, not on every decoding step: reading the min and max makes the
-                # host wait for the device, and generated tokens come from the model's own vocabulary.
-                self._check_input_ids(input_ids)
-            inputs_embeds = self.token_embeddings(input_ids)
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}.")
+            ids = input_ids
+            inputs_embeds = _index_checked(lambda: self.token_embeddings(ids), lambda: self._bad_token_message(ids))
         inputs_embeds = cast(torch.Tensor, inputs_embeds)
         batch_size, seq_len = inputs_embeds.shape[:2]
-        self._check_lengths(batch_size, past_len, seq_len, attention_mask)
 
+        if isinstance(past_len, int):
+            self._check_mask_shape(batch_size, past_len, seq_len, attention_mask)
+        given_positions = position_ids
         if position_ids is None:
+            if isinstance(past_len, int):
+                self._check_length(past_len, seq_len)
             if attention_mask is not None and attention_mask.dim() == 2:
                 # Count positions from each row's first real token; padding sits at position 0.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
             else:
-                position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
+                position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
 
+        # Packed rows are recognised from the position ids, and only when there is neither a 2D mask nor a
+        # filled cache. A cache made empty for this call (eval mode) does not count, so packed rows stay
+        # apart in eval as in training. Positions made here are never packed, so they are not passed:
+        # transformers' packing check would read them back from the device.
+        mask_cache = None if isinstance(past_len, int) and past_len == 0 and not _is_static(cache) else cache
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
+            position_ids=given_positions,
+            **_as_cache_argument(mask_cache, _MASK_CACHE_NAME),
         )
 
-        hidden_states = self.embed_dropout(inputs_embeds + self.position_embeddings(position_ids))
+        positions = position_ids
+        position_embeddings = _index_checked(
+            lambda: self.position_embeddings(positions), lambda: self._bad_position_message(positions)
+        )
+        hidden_states = self.embed_dropout(inputs_embeds + position_embeddings)
         for block in self.blocks:
             hidden_states = block(
                 hidden_states,
                 attention_mask=causal_mask,
-                past_key_values=past_key_values,
                 position_ids=position_ids,
+                **_as_cache_argument(cache),
                 **kwargs,
             )
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **_as_cache_argument(cache))
 
-    def _check_input_ids(self, input_ids: torch.Tensor) -> None:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}.")
-        if input_ids.numel() == 0 or torch.compiler.is_compiling():
-            return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"input_ids contains token id {bad}, outside this model's vocabulary [0, {self.config.vocab_size}). "
-                "Use the tokenizer the model was trained with, or resize the embeddings with "
-                "model.resize_token_embeddings(len(tokenizer))."
-            )
+    def _bad_token_message(self, input_ids: torch.Tensor) -> str:
+        return (
+            f"input_ids contains token id {_out_of_range(input_ids, self.config.vocab_size)}, outside this model's "
+            f"vocabulary [0, {self.config.vocab_size}). Use the tokenizer the model was trained with, or resize the "
+            "embeddings with model.resize_token_embeddings(len(tokenizer))."
+        )
 
-    def _check_lengths(self, batch_size: int, past_len: int, seq_len: int, attention_mask: torch.Tensor | None) -> None:
+    def _bad_position_message(self, position_ids: torch.Tensor) -> str:
+        n_positions = self.config.n_positions
+        return (
+            f"position_ids contains position {_out_of_range(position_ids, n_positions)}, but this model's context "
+            f"(n_positions) is {n_positions}: positions must lie in [0, {n_positions}). Truncate each sequence, or "
+            f"generate with max_length <= {n_positions}."
+        )
+
+    def _check_length(self, past_len: int, seq_len: int) -> None:
+        """The positions made here run to past_len + seq_len - 1: check them as Python ints, for free."""
         if past_len + seq_len > self.config.n_positions:
             raise ValueError(
                 f"Sequence too long: {past_len} cached + {seq_len} new tokens = {past_len + seq_len}, but this "
                 f"model's context (n_positions) is {self.config.n_positions}. Truncate the input, or generate "
                 f"with max_length <= {self.config.n_positions}."
             )
+
+    @staticmethod
+    def _check_mask_shape(batch_size: int, past_len: int, seq_len: int, attention_mask: torch.Tensor | None) -> None:
         if attention_mask is not None and attention_mask.dim() == 2:
             expected = (batch_size, past_len + seq_len)
             if tuple(attention_mask.shape) != expected:
@@ -385,6 +459,11 @@ class GPT1Model(GPT1PreTrainedModel):
                     f"attention_mask has shape {tuple(attention_mask.shape)}, expected {expected} "
                     f"([batch, cached + new tokens] = [{batch_size}, {past_len} + {seq_len}])."
                 )
+
+
+def _is_static(cache: Cache | None) -> bool:
+    """Whether `cache` preallocates its length (a `StaticCache`): its masks need the cache even when empty."""
+    return cache is not None and bool(getattr(cache, "is_compileable", False))
 
 
 class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
@@ -404,12 +483,13 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         skip_logits: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -424,7 +504,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -439,14 +519,14 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         if skip_logits and isinstance(logits_to_keep, int) and logits_to_keep == 0:
             loss = self._chunked_lm_loss(hidden_states, cast(torch.Tensor, labels), **kwargs)
         else:
-            logits = self._vocabulary_logits(slice_logits_to_keep(hidden_states, logits_to_keep))
+            logits = self._vocabulary_logits(_keep_last(hidden_states, logits_to_keep))
             if labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **_as_cache_argument(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -561,10 +641,11 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         r"""
@@ -583,7 +664,7 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -604,7 +685,7 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **_as_cache_argument(getattr(outputs, CACHE_NAME)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -622,14 +703,14 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         if self.config.problem_type == "regression":
             return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
         if self.config.problem_type == "single_label_classification":
-            if not torch.compiler.is_compiling():
-                low, high = int(labels.min()), int(labels.max())
-                if low < 0 or high >= num_labels:
-                    raise ValueError(
-                        f"labels contain class {low if low < 0 else high}, but the model has num_labels={num_labels} "
-                        f"(classes 0..{num_labels - 1}). Set num_labels (and id2label) to cover every class."
-                    )
-            return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+            return _index_checked(
+                lambda: nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1)),
+                lambda: (
+                    f"labels contain class {_out_of_range(labels, num_labels)}, but the model has "
+                    f"num_labels={num_labels} (classes 0..{num_labels - 1}). Set num_labels (and id2label) to "
+                    "cover every class."
+                ),
+            )
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
@@ -677,21 +758,122 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
 
         loss = None
         if labels is not None:
-            labels = labels.to(logits.device)
-            if not torch.compiler.is_compiling():
-                low, high = int(labels.min()), int(labels.max())
-                if low < 0 or high >= num_choices:
-                    raise ValueError(
-                        f"labels contain choice {low if low < 0 else high}, but each example has {num_choices} "
-                        f"choices (0..{num_choices - 1})."
-                    )
-            loss = nn.functional.cross_entropy(logits, labels.view(-1))
+            choice_labels = labels.to(logits.device).view(-1)
+            loss = _index_checked(
+                lambda: nn.functional.cross_entropy(logits, choice_labels),
+                lambda: (
+                    f"labels contain choice {_out_of_range(choice_labels, num_choices)}, but each example has "
+                    f"{num_choices} choices (0..{num_choices - 1})."
+                ),
+            )
             lm_loss = self._auxiliary_lm_loss(hidden_states, flat_input_ids, flat_mask)
             if lm_loss is not None:
                 loss = loss + lm_loss
 
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class GPT1ForTokenClassification(GPT1PreTrainedModel):
+    """GPT-1 with a linear classifier on every token's hidden state, for tagging (named entities, parts of speech).
+
+    A decoder labels each token from that token and the ones before it: it never sees the right context.
+    """
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.classifier_dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.n_embd, int(config.num_labels or 2))
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        r"""
+        labels: `[batch, seq]` class ids per token; -100 is ignored (padding, word continuations).
+        """
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.classifier(self.classifier_dropout(outputs.last_hidden_state))
+
+        loss = None
+        if labels is not None:
+            num_labels = logits.shape[-1]
+            token_labels = labels.to(logits.device)
+            loss = _index_checked(
+                lambda: self.loss_function(logits, token_labels, self.config, **kwargs),
+                lambda: (
+                    f"labels contain class {_out_of_range(token_labels[token_labels != -100], num_labels)}, but the "
+                    f"model has num_labels={num_labels} (classes 0..{num_labels - 1}; -100 is ignored)."
+                ),
+            )
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class GPT1ForQuestionAnswering(GPT1PreTrainedModel):
+    """GPT-1 with a span head: a start and an end score for every token, for extractive question answering.
+
+    Put the question before the context: a decoder's token sees only what precedes it, so the context tokens
+    can then attend to the question.
+    """
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        r"""
+        start_positions, end_positions: `[batch]` token indices of the answer span's first and last token.
+        """
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
+
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # The mean of the start and end cross-entropies; positions past the end are ignored.
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
 
@@ -717,11 +899,15 @@ GPT1Model.register_for_auto_class("AutoModel")
 GPT1ForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 GPT1ForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 GPT1ForMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
+GPT1ForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+GPT1ForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
 
 __all__ = [
     "GPT1ForCausalLM",
     "GPT1ForMultipleChoice",
+    "GPT1ForQuestionAnswering",
     "GPT1ForSequenceClassification",
+    "GPT1ForTokenClassification",
     "GPT1Model",
     "GPT1PreTrainedModel",
 ]
