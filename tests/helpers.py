@@ -69,11 +69,23 @@ def run_without_gpt1(script: str, tmp_path: Path, **inputs) -> dict:
     return json.loads(outputs_file.read_text())
 
 
-def gpt1_cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m gpt1 ARGS` as a user would, offline; assert success unless `check=False`."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+def gpt1_cli(
+    *args: str,
+    check: bool = True,
+    timeout: int = 600,
+    cwd: Path | None = None,
+    env: dict[str, str | None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `python -m gpt1 ARGS` as a user would, offline; assert success unless `check=False`.
+    `env` adds variables to the environment, or removes those it maps to None."""
+    full_env: dict[str, str] = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    for name, value in (env or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
     result = subprocess.run(
-        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "gpt1", *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd
     )
     if check:
         assert result.returncode == 0, (

@@ -9,6 +9,7 @@ import ast
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from gpt1 import GPT1ForCausalLM
 from .helpers import gpt1_cli, make_tokenizer, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
+# Online as far as gpt1 can tell, but the Hub's address is a local port where nothing listens: a test
+# that would reach for the Hub gets its answer at once, and never touches the network.
+UNREACHABLE_HUB: dict[str, str | None] = {"HF_HUB_OFFLINE": None, "HF_ENDPOINT": "http://127.0.0.1:9"}
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +107,75 @@ def test_resume_with_a_different_model_is_refused_before_anything_is_written(tmp
     gpt1_cli("train", "--output-dir", str(tmp_path), *options)
     before = (tmp_path / "train_config.json").read_text()
     result = gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--n-layer", "2", "--resume", check=False)
-    assert_clear_cli_error(result, "--resume: the checkpoint", "holds a different model", "train_config.json")
+    saved_with_checkpoint = tmp_path / "checkpoints" / "step-00000002" / "train_config.json"  # the latest
+    assert_clear_cli_error(result, "--resume: the checkpoint", "holds a different model", str(saved_with_checkpoint))
     assert (tmp_path / "train_config.json").read_text() == before  # the run's record is untouched
+    assert json.loads(saved_with_checkpoint.read_text())["n_layer"] == 1  # the options that wrote the checkpoint
+
+
+def test_training_into_a_used_folder_is_refused_and_overwrite_starts_afresh(tmp_path):
+    options = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+               "--vocab-size", "270", "--eval-batches", "1", "--sample-tokens", "2", "--eval-every", "4"]  # fmt: skip
+    gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--max-steps", "8", "--save-every", "4")
+    before = {path.relative_to(tmp_path): path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+
+    refused = gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--max-steps", "4", check=False)
+    assert_clear_cli_error(
+        refused,
+        "already holds a trained model and 1 checkpoint(s), the latest step-00000004",
+        "--resume",
+        "--overwrite",
+    )
+    after = {path.relative_to(tmp_path): path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before  # nothing was touched
+
+    conflicting = gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--resume", "--overwrite", check=False)
+    assert_clear_cli_error(conflicting, "--resume continues the run", "--overwrite deletes it")
+
+    gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--max-steps", "4", "--save-every", "2", "--overwrite")
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["step-00000002"]  # step 4 is gone
+    assert json.loads((tmp_path / "train_config.json").read_text())["max_steps"] == 4
+
+
+def test_a_mistyped_local_folder_is_not_looked_up_on_the_hub(tmp_path):
+    (tmp_path / "runs" / "gpt1-tiny").mkdir(parents=True)  # the folder the user meant
+    started = time.monotonic()
+    typo = gpt1_cli("generate", "--model", "runs/gpt1-tny", "Hello", check=False, cwd=tmp_path, env=UNREACHABLE_HUB)
+    assert_clear_cli_error(typo, "No such model folder: 'runs/gpt1-tny'")
+    folder = gpt1_cli(
+        "train", "--dataset", "my_texts/", "--max-steps", "1", check=False, cwd=tmp_path, env=UNREACHABLE_HUB
+    )
+    assert_clear_cli_error(folder, "No such file or folder: 'my_texts/'")
+    assert time.monotonic() - started < 60  # two processes starting, no Hub retries
+    assert not (tmp_path / "runs" / "gpt1-tiny" / "config.json").exists()
+
+
+def test_a_hub_id_that_cannot_be_reached_says_so_in_one_line(tmp_path):
+    unreachable = UNREACHABLE_HUB
+    started = time.monotonic()
+    result = gpt1_cli("generate", "--model", "someone/gpt1-model", "Hello", check=False, cwd=tmp_path, env=unreachable)
+    assert_clear_cli_error(
+        result, "'someone/gpt1-model' is no local file or folder", "cannot be reached", "HF_HUB_OFFLINE=1"
+    )
+    dataset = gpt1_cli("train", "--dataset", "my_texts", check=False, cwd=tmp_path, env=unreachable)
+    assert_clear_cli_error(dataset, "'my_texts' is no local file or folder", "cannot be reached")
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--max-step", "--max_steps"])
+def test_an_abbreviated_or_misspelt_flag_is_refused_with_the_nearest_one(flag, tmp_path):
+    result = gpt1_cli("train", "--output-dir", str(tmp_path), flag, "3", check=False)
+    assert_clear_cli_error(result, f"unrecognized arguments: {flag} 3", "did you mean --max-steps?")
+    assert not any(tmp_path.iterdir())
+
+
+def test_generate_help_shows_every_default():
+    result = gpt1_cli("generate", "--help")
+    for option, default in [("--max-new-tokens", "100"), ("--temperature", "0.8"), ("--top-k", "50"),
+                            ("--top-p", "1.0"), ("--num-samples", "1"), ("--seed", "a different one")]:  # fmt: skip
+        section = result.stdout.split(option, 2)[-1]
+        assert re.search(rf"default:? {re.escape(default)}", " ".join(section.split()[:14])), (option, section[:200])
 
 
 # --- the table in docs/bad-input.md ---------------------------------------------------------------------------------

@@ -88,9 +88,23 @@ def classifier_run(pretrained, tmp_path_factory) -> Path:
     data = write_csv(folder / "reviews.csv", review_rows(400, seed=1))
     output = folder / "model"
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in FAST.items()]
-    gpt1_cli("finetune", "--model", str(pretrained), "--dataset", str(data), "--task", "classification",
-             "--output-dir", str(output), "--val-fraction", "0.2", *flags)  # fmt: skip
+    result = gpt1_cli("finetune", "--model", str(pretrained), "--dataset", str(data), "--task", "classification",
+                      "--output-dir", str(output), "--val-fraction", "0.2", *flags)  # fmt: skip
+    (folder / "finetune.log").write_text(result.stdout + result.stderr)
     return output
+
+
+def test_finetune_reports_the_kept_epoch_and_names_its_loss_without_alarming_output(classifier_run):
+    log = (classifier_run.parent / "finetune.log").read_text()
+    assert "missing keys" not in log and "Removed shared tensor" not in log
+    results = json.loads((classifier_run / "eval_results.json").read_text())
+    assert "eval_loss" not in results and results["eval_loss_with_aux_lm"] > 0  # task loss + weighted LM loss
+    states = (classifier_run / "checkpoints").glob("checkpoint-*/trainer_state.json")
+    state = json.loads(max(states, key=lambda path: int(path.parent.name.split("-")[1])).read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_accuracy" in entry]
+    best = next(entry for entry in evaluations if entry["eval_accuracy"] == state["best_metric"])
+    assert results["epoch"] == best["epoch"]
+    assert results["eval_accuracy"] == pytest.approx(best["eval_accuracy"])
 
 
 def test_classifier_reaches_high_accuracy_on_held_out_rows(classifier_run):
@@ -305,7 +319,7 @@ def test_bad_input_gets_a_clear_error_before_training(pretrained, tmp_path):
     gpt2 = tmp_path / "gpt2"
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(gpt2)
     assert "'gpt2' checkpoint, not gpt1" in error_of(model=str(gpt2))
-    assert "No config.json" in error_of(model=str(tmp_path / "nowhere"))
+    assert "No such model folder" in error_of(model=str(tmp_path / "nowhere"))  # a path that is not there
     assert "No such file" in error_of(dataset=str(tmp_path / "missing.csv"))
     assert "Unknown --task" in error_of(task="summarization")
 

@@ -112,6 +112,23 @@ def test_gpt1_push_uploads_exactly_the_shareable_files_and_never_the_token(train
     assert FAKE_TOKEN not in printed.out + printed.err
 
 
+def test_pushed_files_hold_no_path_of_this_machine_and_the_card_loads_the_repo(trained, hub, tmp_path):
+    corpus = tmp_path / "my corpus.txt"  # a local dataset, named by an absolute path
+    corpus.write_text("To be, or not to be, that is the question.\n" * 400)
+    run = tmp_path / "absolute-run"
+    sizes = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_batches=1, sample_tokens=2)
+    train(TrainConfig(output_dir=str(run), dataset=str(corpus), tokenizer="char", max_steps=4, eval_every=4, **sizes))
+    push_folder(run, "someone/gpt1-shakespeare")
+    snapshot = next(hub.cache.glob("models--someone--gpt1-shakespeare/snapshots/*"))
+    for file in (path for path in snapshot.rglob("*") if path.is_file()):
+        text = file.read_bytes().decode("utf-8", errors="ignore")
+        for private in (str(tmp_path), str(Path.home()), os.getcwd()):
+            assert private not in text, (file.name, private)
+    card = (snapshot / "README.md").read_text()
+    assert 'model_id = "someone/gpt1-shakespeare"' in card and "my corpus.txt" in card
+    assert 'model_id = "absolute-run"' in (run / "README.md").read_text()  # the local card, before the push
+
+
 def test_model_card_metadata_parses_and_reports_the_run(trained):
     card = ModelCard.load(trained / "README.md")
     data = card.data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,9 +32,27 @@ TINY = [*TINY_ANY_TOKENIZER, "--vocab-size", "300"]
 def trained(tmp_path_factory) -> Path:
     """One tiny run on the built-in corpus, shared by the tests that inspect its output."""
     output = tmp_path_factory.mktemp("run")
-    gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "60", "--eval-every", "20",
-             "--save-every", "20", "--lr", "3e-3", "--warmup-steps", "5")  # fmt: skip
+    result = gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "60", "--eval-every", "20",
+                      "--save-every", "20", "--lr", "3e-3", "--warmup-steps", "5")  # fmt: skip
+    (output.parent / f"{output.name}.log").write_text(result.stdout + result.stderr)
     return output
+
+
+def test_a_healthy_run_prints_no_warning_and_writes_files_others_can_read(trained):
+    log = (trained.parent / f"{trained.name}.log").read_text()
+    # Before the first step, one line says what will happen: size, data, steps, tokens per step, folder.
+    plan = re.search(r"Training (\d+\.\d+)M parameters \(2 layers × 32 wide\) on ([\d,]+) training and [\d,]+ "
+                     r"validation tokens \([\d.]+ epochs\): 60 steps of 256 tokens, into (.+)\.", log)  # fmt: skip
+    assert plan is not None, log[:2000]
+    assert plan.group(3) == str(trained) and 0 < float(plan.group(1)) < 1
+    for alarm in ("Removed shared tensor", "This should be OK, but check", "missing keys", "Traceback"):
+        assert alarm not in log, alarm
+    umask = os.umask(0)
+    os.umask(umask)
+    written = [trained / "model.safetensors", trained / "config.json", *trained.glob("checkpoints/*/*")]
+    for path in written:
+        if path.is_file():
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def test_output_is_a_shareable_hf_folder(trained):

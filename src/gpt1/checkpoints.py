@@ -17,18 +17,33 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from .data import looks_like_local_path
 from .model import GPT1Config
+from .sources import check_hub_repo, looks_like_local_path
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
+def _check_source(model: str) -> None:
+    """A clear error at once for a local folder that is not there, and within seconds for a Hub repo that is not."""
+    if not looks_like_local_path(model):
+        check_hub_repo(model, "model", "model")
+    elif not os.path.isdir(model):
+        raise FileNotFoundError(f"No such model folder: {model!r}. Pass a folder from `gpt1 train`, or a Hub repo id.")
+
+
 def read_config(model: str, revision: str | None = None) -> dict[str, Any]:
     """config.json of a folder or Hub repo, as data (no code runs); a clear error when there is none."""
-    if (os.path.exists(model) or looks_like_local_path(model)) and not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(
-            f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
-        )
+    if looks_like_local_path(model):
+        if not os.path.isdir(model):
+            raise FileNotFoundError(
+                f"No such model folder: {model!r}. Pass a folder from `gpt1 train` or a Hub repo id."
+            )
+        if not (Path(model) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
+            )
+    else:
+        check_hub_repo(model, "model", "model")
     config_dict, _ = PreTrainedConfig.get_config_dict(model, revision=revision)
     return config_dict
 
@@ -73,9 +88,23 @@ def load_model(model_class: Any, model: str, revision: str | None = None, **kwar
 
 def load_tokenizer(model: str, revision: str | None = None) -> Any:
     """The tokenizer saved with a model; a clear error when a local model folder has none."""
+    _check_source(model)
     if os.path.isdir(model) and not any((Path(model) / name).is_file() for name in TOKENIZER_FILES):
         raise FileNotFoundError(
             f"No tokenizer in {model!r} (no {' or '.join(TOKENIZER_FILES)}). Save it next to the model "
             f"with tokenizer.save_pretrained({model!r})."
         )
     return AutoTokenizer.from_pretrained(model, revision=revision)
+
+
+def give_normal_permissions(folder: str | os.PathLike) -> None:
+    """Files in `folder` readable as the user's umask allows, like every other file they write.
+
+    safetensors writes its file through a private temporary file (mode 0600) and renames it, so
+    `model.safetensors` would be the one file of a model folder that others sharing the machine cannot read.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(0o666 & ~umask)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
 from .finetune import FinetuneConfig
-from .train import TrainConfig
+from .train import PRESETS, TrainConfig
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -31,7 +32,10 @@ TRAIN_HELP = {
     "streaming": "read the data lazily (corpora larger than memory); shuffles within a 10,000-block buffer",
     "tokenizer": "bpe or char (trained on the data), or a tokenizer folder / Hub id (default bpe)",
     "vocab_size": "BPE vocabulary size (default: the preset's)",
-    "preset": "model size and schedule: tiny, small or gpt1 (default tiny)",
+    "preset": "model size and schedule (default tiny): "
+    + "; ".join(
+        f"{name}: " + ", ".join(f"{key}={value}" for key, value in values.items()) for name, values in PRESETS.items()
+    ),
     "n_layer": "override the preset's number of layers",
     "n_head": "override the preset's number of heads",
     "n_embd": "override the preset's width",
@@ -60,6 +64,7 @@ TRAIN_HELP = {
     "save_every": "write a checkpoint every N steps",
     "keep_checkpoints": "checkpoints to keep (default 2)",
     "resume": "continue from the latest checkpoint in --output-dir",
+    "overwrite": "delete what --output-dir holds (an earlier run, its checkpoints) before training",
     "push_to_hub": "upload the finished folder to this Hub repo (needs `hf auth login` or HF_TOKEN)",
 }
 
@@ -89,7 +94,7 @@ FINETUNE_HELP = {
     "grad_accum": "micro-batches per optimizer step (default 1)",
     "mixed_precision": "no, bf16 or fp16 (default no)",
     "seed": "random seed (default 1337)",
-    "lora": "train LoRA adapters on the attention and MLP projections, then merge them (needs gpt1[lora])",
+    "lora": "train LoRA adapters on the attention and MLP projections, then merge them (needs peft: the lora extra)",
     "lora_rank": "LoRA rank (default 8)",
     "lora_alpha": "LoRA alpha (default 16)",
     "lora_dropout": "LoRA dropout (default 0.05)",
@@ -189,12 +194,29 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """argparse's "unrecognized arguments" error, from the subcommand, with the nearest real flag."""
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    subparser = subparsers.choices[command]
+    flags = [flag for action in subparser._actions for flag in action.option_strings]
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    wrong = unknown[0].split("=", 1)[0]
+    close = difflib.get_close_matches(wrong.replace("_", "-"), flags, n=1, cutoff=0.6) if wrong.startswith("-") else []
+    if close:
+        message += f" (did you mean {close[0]}?)"
+    subparser.error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpt1", description="GPT-1 as a Hugging Face model package.")
+    parser = argparse.ArgumentParser(
+        prog="gpt1", description="GPT-1 as a Hugging Face model package.", allow_abbrev=False
+    )
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # No abbreviations (allow_abbrev=False everywhere): `--max-step` must not quietly mean `--max-steps`.
 
     convert = subcommands.add_parser(
         "convert",
+        allow_abbrev=False,
         help="convert a transformers openai-gpt checkpoint to a gpt1 folder",
         description="Convert an openai-gpt checkpoint (folder or Hub repo id) to a gpt1 folder with safetensors "
         "weights, remote code and the source's tokenizer.",
@@ -206,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = subcommands.add_parser(
         "train",
+        allow_abbrev=False,
         help="pretrain a GPT-1 from scratch (Accelerate: CPU, GPU, DDP/FSDP, several machines)",
         description="Pretrain a GPT-1 on your text (default: a built-in corpus) and save a shareable HF folder. "
         "Run it under `accelerate launch -m gpt1 train` or `torchrun ... -m gpt1 train` for several processes.",
@@ -215,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     finetune = subcommands.add_parser(
         "finetune",
+        allow_abbrev=False,
         help="fine-tune a pretrained GPT-1 with transformers.Trainer (classification, multiple choice, LM)",
         description="Fine-tune a gpt1 model on a Hub dataset or a local CSV/JSON/parquet file with GPT-1's recipe "
         "(lr 6.25e-5, batch 32, 3 epochs, 0.2%% warmup then linear decay, auxiliary LM loss 0.5), evaluate each "
@@ -225,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = subcommands.add_parser(
         "push",
+        allow_abbrev=False,
         help="upload a model folder to the Hugging Face Hub in one commit",
         description="Upload the shareable files of a gpt1 model folder (weights, config, remote code, tokenizer, "
         "model card, loss curve; no checkpoints or optimizer states) to REPO_ID in one commit. Log in first with "
@@ -242,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     attention = subcommands.add_parser(
         "attention",
-        help="draw a model's attention on a text as heatmaps (needs gpt1[viz])",
+        allow_abbrev=False,
+        help="draw a model's attention on a text as heatmaps (needs matplotlib: scripts/install.py --extras viz)",
         description="Draw attention heatmaps for TEXT: query tokens down, key tokens across, one panel per layer "
         "or head. With --query-token, bar charts of where that token attends in each layer.",
     )
@@ -257,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot_metrics = subcommands.add_parser(
         "plot-metrics",
-        help="draw a training run's loss curves (needs gpt1[viz])",
+        allow_abbrev=False,
+        help="draw a training run's loss curves (needs matplotlib: scripts/install.py --extras viz)",
         description="Turn RUN_DIR/metrics.jsonl into a PNG: train and validation loss by step, with the gap "
         "shaded, and the learning rate on a second axis.",
     )
@@ -266,23 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
     plot_metrics.set_defaults(handler=_plot_metrics)
 
     generate = subcommands.add_parser(
-        "generate", help="generate text from a model", description="Stream text generated from PROMPT to stdout."
+        "generate",
+        allow_abbrev=False,
+        help="generate text from a model",
+        description="Stream text generated from PROMPT to stdout.",
     )
     generate.add_argument("prompt", help="the text to continue")
     generate.add_argument("--model", required=True, help="model folder or Hub repo id")
     generate.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
-    generate.add_argument("--max-new-tokens", type=int, default=100)
-    generate.add_argument("--temperature", type=float, default=0.8, help="0 means greedy decoding")
-    generate.add_argument("--top-k", type=int, default=50, help="0 disables top-k filtering")
-    generate.add_argument("--top-p", type=float, default=1.0)
-    generate.add_argument("--num-samples", type=int, default=1)
-    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate (default 100)")
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 means greedy decoding (default 0.8)")
+    generate.add_argument("--top-k", type=int, default=50, help="0 disables top-k filtering (default 50)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
+    generate.add_argument("--num-samples", type=int, default=1, help="continuations to write (default 1)")
+    generate.add_argument("--seed", type=int, default=None, help="random seed (default: a different one each run)")
     generate.set_defaults(handler=_generate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, args.command, unknown)
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError, OSError, ImportError) as error:

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
+from .checkpoints import give_normal_permissions
 from .model import GPT1Config, GPT1ForCausalLM
+from .sources import check_hub_repo, looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +80,11 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
     src, dst = str(src), Path(dst)
     if os.path.isfile(src):
         raise ValueError(f"SRC must be a folder or a Hub repo id of an openai-gpt checkpoint, got the file {src!r}.")
-    looks_local = os.path.isabs(src) or src.startswith(".") or src.count("/") > 1
-    if looks_local and not os.path.isdir(src):
-        raise FileNotFoundError(f"No openai-gpt checkpoint folder at {src!r}.")
+    if looks_like_local_path(src):
+        if not os.path.isdir(src):
+            raise FileNotFoundError(f"No openai-gpt checkpoint folder at {src!r}.")
+    else:
+        check_hub_repo(src, "model", "openai-gpt checkpoint")
     source_config = AutoConfig.from_pretrained(src, revision=revision)
     if not isinstance(source_config, OpenAIGPTConfig):
         raise ValueError(
@@ -108,6 +112,7 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
     else:
         tokenizer.model_max_length = config.n_positions
         tokenizer.save_pretrained(dst)
+    give_normal_permissions(dst)
     return dst
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
+from .sources import check_hub_repo, looks_like_local_path
 from .tokenization import tokenize_dataset
 
 # `datasets.load_dataset` builders for local files, by extension.
@@ -102,21 +102,17 @@ def load_rows(
     return held_out["train"], held_out["test"], description
 
 
-def looks_like_local_path(name: str) -> bool:
-    """Whether `name` was meant as a local path rather than a Hub id ("name" or "org/name")."""
-    return name.startswith((".", os.sep, "~")) or name.count("/") > 1
-
-
 def _load_splits(dataset: str, dataset_config: str | None, split: str, streaming: bool) -> tuple:
     """(the `split` rows, the dataset's own validation or test split or None, rows_are_documents, description)
     of local files or a Hub dataset."""
-    path = Path(dataset)
+    path = Path(dataset).expanduser()
     if path.exists():
         loaded, rows_are_documents = _load_local(path, streaming)
-        description = str(path)
+        description = path.resolve().name  # the file or folder's name: no path of this machine goes in a card
     elif looks_like_local_path(dataset) or path.suffix in _BUILDERS:
         raise FileNotFoundError(f"No such file or folder: {dataset!r}.")
     else:
+        check_hub_repo(dataset, "dataset", "dataset")
         # datasets 4+ runs no dataset scripts: a Hub dataset is data files only.
         loaded = datasets.load_dataset(dataset, dataset_config, streaming=streaming)  # user-named  # nosec B615
         rows_are_documents, description = True, dataset + (f" ({dataset_config})" if dataset_config else "")

@@ -27,7 +27,7 @@ from transformers import (
     set_seed,
 )
 
-from .checkpoints import check_gpt1_checkpoint, load_model, load_tokenizer
+from .checkpoints import check_gpt1_checkpoint, give_normal_permissions, load_model, load_tokenizer
 from .data import load_corpus, load_rows, pack_corpus
 from .hub import push_folder
 from .model import GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
@@ -69,7 +69,7 @@ class FinetuneConfig:
     grad_accum: int = 1
     mixed_precision: str = "no"
     seed: int = 1337
-    # LoRA (needs `pip install gpt1[lora]`)
+    # LoRA (needs peft: the `lora` extra)
     lora: bool = False
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -163,8 +163,14 @@ def finetune(config: FinetuneConfig) -> Path:
     resume = config.resume and any((output_dir / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     metrics = trainer.evaluate()  # the best model, reloaded at the end of training
+    # evaluate() stamps the epoch training ended at; the model kept is the best epoch's.
+    if (best_epoch := _best_epoch(trainer.state.log_history, f"eval_{metric}", trainer.state.best_metric)) is not None:
+        metrics["epoch"] = best_epoch
     if config.task == "causal-lm":
         metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+    elif config.aux_lm_weight > 0:
+        # The task heads' loss adds the weighted auxiliary LM loss: say so in its name.
+        metrics["eval_loss_with_aux_lm"] = metrics.pop("eval_loss")
 
     best: Any = trainer.accelerator.unwrap_model(trainer.model)
     if config.lora:
@@ -172,12 +178,22 @@ def finetune(config: FinetuneConfig) -> Path:
     if trainer.is_world_process_zero():
         best.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+        give_normal_permissions(output_dir)
         (output_dir / "finetune_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         (output_dir / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_finetune_card(output_dir, best, config, task.description, metrics, trainer.state.global_step)
+        write_finetune_card(
+            output_dir, best, config, task.description, metrics, trainer.state.global_step, config.push_to_hub
+        )
         if config.push_to_hub:
             print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
     return output_dir
+
+
+def _best_epoch(log_history: list[dict[str, Any]], metric: str, best: float | None) -> float | None:
+    """The epoch of the evaluation that scored `best` on `metric` (the model `load_best_model_at_end` kept)."""
+    scored = [entry for entry in log_history if metric in entry]
+    matching = [entry["epoch"] for entry in scored if best is not None and entry[metric] == best]
+    return matching[0] if matching else (scored[-1]["epoch"] if scored else None)
 
 
 def load_model_for_task(
@@ -375,7 +391,9 @@ def _with_lora(model: PreTrainedModel, config: FinetuneConfig) -> PreTrainedMode
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ImportError("--lora needs peft: pip install 'gpt1[lora]' (or pip install peft).") from None
+        raise ImportError(
+            "--lora needs peft: `python3 scripts/install.py --extras lora` in gpt1's clone, or `pip install peft`."
+        ) from None
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -10,7 +9,6 @@ import torch
 from transformers import AutoModelForCausalLM, TextStreamer
 
 from .checkpoints import load_model, load_tokenizer
-from .data import looks_like_local_path
 from .tokenization import pair_tokenizer_with_model
 
 
@@ -36,8 +34,6 @@ def generate(
         )
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"Need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}.")
-    if looks_like_local_path(model_path) and not os.path.isdir(model_path):
-        raise FileNotFoundError(f"No model folder at {model_path!r}.")
     tokenizer: Any = load_tokenizer(model_path, revision=revision)
     model: Any = load_model(AutoModelForCausalLM, model_path, revision=revision)
     pair_tokenizer_with_model(tokenizer, model)  # the model does not read ids back to check them

@@ -10,6 +10,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ge
 from transformers import AutoConfig
 
 from . import model as gpt1_model
+from .reporting import MODEL_ID_LINE, MODEL_ID_PATTERN
 
 # What a shareable gpt1 folder holds; checkpoints, optimizer states, metrics and caches stay home.
 SHARED_FILES = [
@@ -60,7 +61,8 @@ def push_folder(
             )
         api = HfApi()
     with tempfile.TemporaryDirectory() as staging:
-        files = shared_files(folder)
+        files = [_card_naming(path, repo_id, Path(staging)) if path.name == "README.md" else path
+                 for path in shared_files(folder)]  # fmt: skip
         if max_shard_size is not None:
             files = _with_resharded_weights(folder, files, Path(staging), max_shard_size)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -84,6 +86,13 @@ def push_folder(
             revision=revision,
         )
     return str(commit.commit_url)
+
+
+def _card_naming(card: Path, repo_id: str, staging: Path) -> Path:
+    """A copy of the model card whose usage loads `repo_id`, where it named the local folder."""
+    staged = staging / card.name
+    staged.write_text(MODEL_ID_PATTERN.sub(MODEL_ID_LINE.format(repo_id), card.read_text()))
+    return staged
 
 
 def shared_files(folder: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
@@ -12,6 +13,11 @@ from huggingface_hub import EvalResult, ModelCardData
 from .data import hub_dataset_id
 
 logger = logging.getLogger(__name__)
+
+
+# The first line of every card's usage example; `gpt1 push` rewrites it to the repo id it pushes to.
+MODEL_ID_LINE = 'model_id = "{}"  # this folder, or the Hub repo id it was pushed to'
+MODEL_ID_PATTERN = re.compile(r'^model_id = ".*"  # this folder, or the Hub repo id it was pushed to$', re.MULTILINE)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -32,11 +38,24 @@ def write_loss_curve(run_dir: Path) -> Path | None:
     return save_figure(plot_metrics(run_dir), run_dir / "loss_curve.png")
 
 
+def model_reference(run_dir: Path, repo_id: str | None = None) -> str:
+    """How the card's usage names the model: its Hub repo id, or the folder (by name alone if the path is
+    absolute: a path of the user's machine must not travel with a pushed card)."""
+    return repo_id or (run_dir.name if run_dir.is_absolute() else run_dir.as_posix())
+
+
 def write_model_card(
-    run_dir: Path, model, data_description: str, steps: int, tokens_seen: int, dataset_id: str | None = None
+    run_dir: Path,
+    model,
+    data_description: str,
+    steps: int,
+    tokens_seen: int,
+    dataset_id: str | None = None,
+    repo_id: str | None = None,
 ) -> Path:
     """README.md for the Hub: metadata (with `model-index` results), architecture, data, results, usage
-    and limitations. `dataset_id` is the Hub dataset trained on, when there is one."""
+    and limitations. `dataset_id` is the Hub dataset trained on, when there is one; `repo_id` the Hub
+    repo the folder goes to, when known (`gpt1 push` names it in the card as it uploads)."""
     records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     last = records[-1] if records else {}
     train_loss, val_loss = last.get("train_loss"), last.get("val_loss")
@@ -59,7 +78,7 @@ def write_model_card(
 # GPT-1 ({config.n_layer} layers, {config.n_embd} wide)
 
 A GPT-1-style decoder (Radford et al., 2018) trained from scratch with
-[gpt1](https://pypi.org/project/gpt1/): learned position embeddings, post-LayerNorm blocks of causal
+the `gpt1` package: learned position embeddings, post-LayerNorm blocks of causal
 self-attention and a GELU feed-forward, no final LayerNorm, input and output embeddings tied.
 
 | architecture | |
@@ -84,8 +103,9 @@ The model code travels with the weights, so `gpt1` need not be installed:
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
+{MODEL_ID_LINE.format(model_reference(run_dir, repo_id))}
+model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
 generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
 print(generator("{_escape("The ")}", max_new_tokens=50)[0]["generated_text"])
 ```
@@ -115,7 +135,9 @@ _PIPELINE_TAGS = {
 }
 
 
-def write_finetune_card(run_dir: Path, model, config, data_description: str, metrics: dict, steps: int) -> Path:
+def write_finetune_card(
+    run_dir: Path, model, config, data_description: str, metrics: dict, steps: int, repo_id: str | None = None
+) -> Path:
     """README.md for a fine-tuned model: what it was tuned from and on, its evaluation, how to load it."""
     pipeline_tag, auto_class = _PIPELINE_TAGS[config.task]
     shown = {key.removeprefix("eval_"): value for key, value in metrics.items() if isinstance(value, float)}
@@ -127,15 +149,16 @@ def write_finetune_card(run_dir: Path, model, config, data_description: str, met
         names = ", ".join(f"`{model.config.id2label[index]}`" for index in sorted(model.config.id2label))
         labels = f"| labels | {names} |\n"
     if config.task == "classification":
-        usage = """classify = pipeline("text-classification", model="PATH_OR_REPO", trust_remote_code=True)
+        usage = """classify = pipeline("text-classification", model=model_id, trust_remote_code=True)
 print(classify("Your text here"))"""
     elif config.task == "multiple-choice":
-        usage = """model = AutoModelForMultipleChoice.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
+        usage = """model = AutoModelForMultipleChoice.from_pretrained(model_id, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
 # Build <|start|> context <|delimiter|> answer <|classify|> per choice; gpt1.multiple_choice_inputs does it."""
     else:
-        usage = """generate = pipeline("text-generation", model="PATH_OR_REPO", trust_remote_code=True)
+        usage = """generate = pipeline("text-generation", model=model_id, trust_remote_code=True)
 print(generate("Once upon a time", max_new_tokens=50)[0]["generated_text"])"""
+    usage = MODEL_ID_LINE.format(model_reference(run_dir, repo_id)) + "\n" + usage
     wanted = ("loss", "perplexity") if config.task == "causal-lm" else ("accuracy",)
     results = [(name, f"validation {name}", float(shown[name])) for name in wanted if name in shown]
     dataset_id = hub_dataset_id(config.dataset)
@@ -144,7 +167,7 @@ print(generate("Once upon a time", max_new_tokens=50)[0]["generated_text"])"""
 # GPT-1 fine-tuned for {config.task}
 
 A GPT-1-style decoder (Radford et al., 2018) fine-tuned with `transformers.Trainer` by
-[gpt1](https://pypi.org/project/gpt1/), from `{config.model}`.
+the `gpt1` package, from `{model_reference(Path(config.model))}`.
 
 | | |
 |---|---|

@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .checkpoints import load_model
-from .data import Corpus, hub_dataset_id, load_corpus, looks_like_local_path, pack_corpus
+from .checkpoints import give_normal_permissions, load_model
+from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
 from .reporting import write_loss_curve, write_model_card
+from .sources import check_hub_repo, looks_like_local_path
 from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
 
 # Model sizes and the schedule that suits each. "tiny" trains in a few CPU minutes; "small" is
@@ -97,6 +98,7 @@ class TrainConfig:
     save_every: int | None = None
     keep_checkpoints: int = 2
     resume: bool = False
+    overwrite: bool = False
     # sharing
     push_to_hub: str | None = None
 
@@ -125,6 +127,10 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}.")
         if config.keep_checkpoints < 1:
             raise ValueError(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}.")
+        if config.resume and config.overwrite:
+            raise ValueError(
+                "--resume continues the run in --output-dir and --overwrite deletes it: choose one of them."
+            )
         return config
 
 
@@ -171,6 +177,7 @@ class TrainingDivergedError(RuntimeError):
 FAILPOINT_VARIABLE = "GPT1_FAILPOINT"
 # The run's position and learning-rate schedule in each checkpoint, as JSON data.
 TRAINER_STATE = "trainer_state.json"
+TRAIN_CONFIG = "train_config.json"  # the options of the run, in the folder and in each checkpoint
 
 
 def _failpoint(name: str, step: int) -> None:
@@ -196,7 +203,9 @@ def train(config: TrainConfig) -> Path:
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
+    accelerator.register_save_state_pre_hook(_drop_tied_copies)
     set_seed(config.seed)
+    _claim_output_dir(output_dir, config, accelerator)
     checkpoint = _latest_checkpoint(output_dir) if config.resume else None
 
     with accelerator.main_process_first():
@@ -212,7 +221,7 @@ def train(config: TrainConfig) -> Path:
         model = _model(config, tokenizer)
         pair_tokenizer_with_model(tokenizer, model)
         if checkpoint is not None:
-            _check_resumable(checkpoint, model, output_dir)
+            _check_resumable(checkpoint, model)
         tokenizer.model_max_length = model.config.n_positions
         packed = pack_corpus(corpus, tokenizer, block_size=config.block_size)
     for name, part in (("training", corpus.train), ("validation", corpus.validation)):
@@ -227,7 +236,7 @@ def train(config: TrainConfig) -> Path:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(output_dir)
-        (output_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        (output_dir / TRAIN_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     train_blocks = packed["training"].with_format("torch")
     val_blocks = packed["validation"].with_format("torch")
@@ -264,6 +273,7 @@ def train(config: TrainConfig) -> Path:
         accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
     if config.compile:
         model = torch.compile(model)  # type: ignore[assignment]
+    accelerator.print(_plan(config, model, train_blocks, val_blocks, accelerator.num_processes, output_dir))
     accelerator.init_trackers("gpt1", config={k: v for k, v in asdict(config).items() if not isinstance(v, list)})
 
     metrics_file = output_dir / "metrics.jsonl"
@@ -278,6 +288,7 @@ def train(config: TrainConfig) -> Path:
     final_model = accelerator.unwrap_model(model)
     final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
+        give_normal_permissions(output_dir)
         # The loss curve is already drawn: the last step always evaluates.
         write_model_card(
             output_dir,
@@ -286,6 +297,7 @@ def train(config: TrainConfig) -> Path:
             progress.step,
             progress.tokens_seen,
             dataset_id=hub_dataset_id(config.dataset),
+            repo_id=config.push_to_hub,
         )
         if config.push_to_hub:
             accelerator.print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
@@ -439,6 +451,9 @@ def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, traine
         # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
         _failpoint("checkpoint-write", step)
         (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
+        # The options of the run that wrote this checkpoint travel with it, so a resume is told the right ones.
+        shutil.copy2(output_dir / TRAIN_CONFIG, temporary / TRAIN_CONFIG)
+        give_normal_permissions(temporary)
         _failpoint("checkpoint-written", step)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
@@ -448,13 +463,68 @@ def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, traine
     accelerator.wait_for_everyone()
 
 
+def _plan(config: ResolvedTrainConfig, model, train_blocks, val_blocks, processes: int, output_dir: Path) -> str:
+    """One line saying, before the first step, what the run will do and where it goes."""
+    parameters = sum(parameter.numel() for parameter in model.parameters())  # a tied matrix counts once
+    per_step = config.batch_size * config.grad_accum * processes * config.block_size
+    if config.streaming:
+        data = "streamed text"
+    else:
+        train_tokens, val_tokens = len(train_blocks) * config.block_size, len(val_blocks) * config.block_size
+        data = f"{train_tokens:,} training and {val_tokens:,} validation tokens"
+        data += f" ({config.max_steps * per_step / max(train_tokens, 1):.1f} epochs)"
+    return (
+        f"Training {parameters / 1e6:.2f}M parameters ({config.n_layer} layers × {config.n_embd} wide) on {data}: "
+        f"{config.max_steps:,} steps of {per_step:,} tokens, into {output_dir}."
+    )
+
+
+def _claim_output_dir(output_dir: Path, config: ResolvedTrainConfig, accelerator: Accelerator) -> None:
+    """Refuse to train into a folder that holds something, unless told to continue it or to replace it.
+
+    A new run into an old run's folder would overwrite its model and mix its checkpoints and metrics
+    with the new ones. `--resume` continues the folder's run; `--overwrite` deletes the folder first.
+    """
+    held = sorted(entry.name for entry in output_dir.iterdir()) if output_dir.is_dir() else []
+    if not held or config.resume:
+        return
+    if not config.overwrite:
+        what = []
+        if (output_dir / "model.safetensors").exists() or (output_dir / "model.safetensors.index.json").exists():
+            what.append("a trained model")
+        if checkpoints := _checkpoints(output_dir):
+            what.append(f"{len(checkpoints)} checkpoint(s), the latest {checkpoints[-1].name}")
+        described = " and ".join(what) or f"{len(held)} file(s): {', '.join(held[:4])}"
+        raise ValueError(
+            f"--output-dir {str(output_dir)!r} already holds {described}. Pass --resume to continue that run from "
+            "its latest checkpoint, --overwrite to delete it and start again, or choose another --output-dir."
+        )
+    if accelerator.is_main_process:
+        accelerator.print(f"--overwrite: deleting the run in {output_dir} before starting.")
+        shutil.rmtree(output_dir)
+    accelerator.wait_for_everyone()
+
+
+def _drop_tied_copies(models: list, weights: list[dict], output_dir: str) -> None:
+    """Checkpoints keep one copy of tied weights, as `save_pretrained` does. (Accelerate would drop the
+    copy itself, with a warning asking the user to check the reload; loading ties it back.)"""
+    for state in weights:
+        seen: set[int] = set()
+        for key, tensor in list(state.items()):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage().data_ptr()
+                if storage in seen:
+                    del state[key]  # a later name of an earlier tensor: lm_head.weight
+                seen.add(storage)
+
+
 def _distributed_on_cpu() -> bool:
     """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
     DDP, or each process silently trains alone."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
-def _check_resumable(checkpoint: Path, model: torch.nn.Module, output_dir: Path) -> None:
+def _check_resumable(checkpoint: Path, model: torch.nn.Module) -> None:
     """A clear error, before anything is written, when the checkpoint holds a different model than the
     options describe (Accelerate would stop with a long state-dict error deep in loading)."""
     weights = checkpoint / "model.safetensors"
@@ -473,8 +543,8 @@ def _check_resumable(checkpoint: Path, model: torch.nn.Module, output_dir: Path)
         details = ", ".join(different[:2] + [f"{name} missing" for name in missing[:2]])
         raise ValueError(
             f"--resume: the checkpoint {str(checkpoint)!r} holds a different model than these options build "
-            f"({details}). Resume with the options the run started with (saved in "
-            f"{str(output_dir / 'train_config.json')!r}), or train into a new --output-dir."
+            f"({details}). Resume with the options of the run that wrote it (saved in "
+            f"{str(checkpoint / TRAIN_CONFIG)!r}), or train into a new --output-dir."
         )
 
 
@@ -512,8 +582,11 @@ def _tokenizer(
         # From a stream, the tokenizer learns from its first rows rather than reading it all.
         source = corpus.train.take(STREAM_TOKENIZER_ROWS) if config.streaming else corpus.train
         return train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
-    if not os.path.exists(config.tokenizer) and looks_like_local_path(config.tokenizer):
-        raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
+    if looks_like_local_path(config.tokenizer):
+        if not os.path.isdir(config.tokenizer):
+            raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
+    else:
+        check_hub_repo(config.tokenizer, "model", "tokenizer")
     return AutoTokenizer.from_pretrained(config.tokenizer)  # the tokenizer the user names  # nosec B615
 
 

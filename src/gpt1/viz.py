@@ -1,4 +1,4 @@
-"""Pictures of a model and its training. Needs matplotlib: `pip install "gpt1[viz]"`."""
+"""Pictures of a model and its training. Needs matplotlib (the `viz` extra)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ try:
     from matplotlib.figure import Figure
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        'Drawing pictures needs matplotlib: pip install "gpt1[viz]" (or pip install matplotlib).'
+        "Drawing pictures needs matplotlib: `python3 scripts/install.py --extras viz` in gpt1's clone, "
+        "or `pip install matplotlib`."
     ) from error
 
 from .reporting import read_metrics

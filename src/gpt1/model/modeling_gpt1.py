@@ -470,6 +470,8 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
     """GPT-1 with its language-modelling head (the token embeddings, transposed)."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.token_embeddings.weight"}
+    # The tied head is never saved; Trainer, reloading its best checkpoint, then ties it instead of warning.
+    _keys_to_ignore_on_save = ["lm_head.weight"]
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
@@ -572,6 +574,8 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.weight": "transformer.token_embeddings.weight"}
+    # The tied head is never saved; Trainer, reloading its best checkpoint, then ties it instead of warning.
+    _keys_to_ignore_on_save = ["lm_head.weight"]
     # Task losses are per-batch means; Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
 
