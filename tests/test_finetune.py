@@ -354,3 +354,22 @@ def test_class_label_columns_keep_their_names(pretrained, tmp_path):
     )
     config = json.loads((output / "config.json").read_text())
     assert config["id2label"] == {"0": "bad", "1": "good"}
+
+
+def test_the_default_recipe_follows_the_model_size():
+    from gpt1 import GPT1Config
+    from gpt1.finetune import RECIPES, recipe_for
+
+    assert recipe_for(GPT1Config()) == RECIPES["paper-size"] == ("GPT-1's recipe", 6.25e-5, 3.0)
+    for sizes in (dict(n_layer=4, n_embd=128, n_head=4), dict(n_layer=6, n_embd=384, n_head=6)):  # tiny, small
+        assert recipe_for(GPT1Config(**sizes)) == RECIPES["smaller"]
+
+
+def test_finetune_without_lr_or_epochs_says_which_recipe_it_uses(pretrained, tmp_path):
+    data = write_csv(tmp_path / "reviews.csv", review_rows(40, seed=5))
+    result = gpt1_cli("finetune", "--model", str(pretrained), "--dataset", str(data), "--output-dir",
+                      str(tmp_path / "model"), "--val-fraction", "0.25")  # fmt: skip
+    expected = "Fine-tuning a 2 layers × 64 wide model with the small-model recipe: --lr 0.0003 --epochs 10"
+    assert expected in result.stdout
+    recorded = json.loads((tmp_path / "model" / "finetune_config.json").read_text())
+    assert (recorded["lr"], recorded["epochs"]) == (3e-4, 10.0)

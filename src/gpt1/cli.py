@@ -84,9 +84,9 @@ FINETUNE_HELP = {
     "context_column": "multiple-choice: column of the question or context (default context)",
     "choices_column": "multiple-choice: column holding the list of answers (default choices)",
     "max_length": "truncate inputs to this many tokens (default: the model's context)",
-    "lr": "peak learning rate (default 6.25e-5, GPT-1's)",
+    "lr": "peak learning rate (default: GPT-1's 6.25e-5 for a 12 × 768 model or larger, 3e-4 below)",
     "batch_size": "examples per device per step (default 32)",
-    "epochs": "training epochs (default 3)",
+    "epochs": "training epochs (default: GPT-1's 3 for a 12 × 768 model or larger, 10 below)",
     "max_steps": "stop after this many optimizer steps (overrides --epochs)",
     "warmup_ratio": "share of the steps spent warming up, then linear decay (default 0.002)",
     "weight_decay": "AdamW weight decay (default 0.01)",
@@ -241,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="fine-tune a pretrained GPT-1 with transformers.Trainer (classification, multiple choice, LM)",
         description="Fine-tune a gpt1 model on a Hub dataset or a local CSV/JSON/parquet file with GPT-1's recipe "
-        "(lr 6.25e-5, batch 32, 3 epochs, 0.2%% warmup then linear decay, auxiliary LM loss 0.5), evaluate each "
-        "epoch and save the best model as an HF folder.",
+        "(lr 6.25e-5, batch 32, 3 epochs, 0.2%% warmup then linear decay, auxiliary LM loss 0.5) for a model of "
+        "the paper's size, lr 3e-4 for 10 epochs below it; evaluate each epoch and save the best model as an HF "
+        "folder.",
     )
     _add_options(finetune, FinetuneConfig, FINETUNE_HELP)
     finetune.set_defaults(handler=_finetune)
