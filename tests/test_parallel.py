@@ -3,6 +3,7 @@
 import fnmatch
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -62,10 +63,21 @@ def test_tensor_parallel_on_two_cpu_processes_gives_the_single_process_logits(tm
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     script = tmp_path / "tp.py"
     script.write_text(TP_SCRIPT)
-    result = subprocess.run(
-        [*command, str(script), str(tmp_path), str(outputs)], capture_output=True, text=True, env=env, timeout=300
+    # A session of its own, so that a hang kills torchrun's workers too, not only torchrun.
+    launcher = subprocess.Popen(
+        [*command, str(script), str(tmp_path), str(outputs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
+    try:
+        _, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        raise
+    assert launcher.returncode == 0, stderr[-4000:]
     report = json.loads(outputs.read_text())
     assert report["world"] == 2
     assert report["local_up_rows"] == model.config.n_inner // 2  # the feed-forward really is split
