@@ -33,17 +33,11 @@ def _check_source(model: str) -> None:
 
 def read_config(model: str, revision: str | None = None) -> dict[str, Any]:
     """config.json of a folder or Hub repo, as data (no code runs); a clear error when there is none."""
-    if looks_like_local_path(model):
-        if not os.path.isdir(model):
-            raise FileNotFoundError(
-                f"No such model folder: {model!r}. Pass a folder from `gpt1 train` or a Hub repo id."
-            )
-        if not (Path(model) / "config.json").is_file():
-            raise FileNotFoundError(
-                f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
-            )
-    else:
-        check_hub_repo(model, "model", "model")
+    _check_source(model)
+    if os.path.isdir(model) and not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
+        )
     config_dict, _ = PreTrainedConfig.get_config_dict(model, revision=revision)
     return config_dict
 

@@ -6,6 +6,7 @@ of a minute of retries against the Hub, and a Hub id that cannot be reached says
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,13 @@ def check_hub_repo(name: str, repo_type: Literal["model", "dataset"], what: str)
     be reached; nothing when it is there (or when working offline, where the Hub libraries read their cache)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return
+    _ask_hub(name, repo_type, what)
+
+
+@functools.lru_cache(maxsize=32)
+def _ask_hub(name: str, repo_type: Literal["model", "dataset"], what: str) -> None:
+    """The lookup itself. A repo found is remembered (a command reads a model's tokenizer and config
+    from the same repo); a failure raises, which is never cached."""
     try:
         HfApi().repo_info(name, repo_type=repo_type, timeout=HUB_CHECK_TIMEOUT_S)
     except RepositoryNotFoundError:

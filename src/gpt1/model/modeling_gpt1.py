@@ -79,8 +79,8 @@ def _index_checked(compute: Callable[[], torch.Tensor], describe: Callable[[], s
         raise ValueError(describe()) from error
 
 
-def _out_of_range(values: torch.Tensor, limit: int) -> int:
-    """The value of `values` furthest outside `[0, limit)`, read only to word an error."""
+def _out_of_range(values: torch.Tensor) -> int:
+    """The offending value of `values` (its minimum when negative, else its maximum), read only to word an error."""
     low, high = int(values.min()), int(values.max())
     return low if low < 0 else high
 
@@ -428,7 +428,7 @@ class GPT1Model(GPT1PreTrainedModel):
 
     def _bad_token_message(self, input_ids: torch.Tensor) -> str:
         return (
-            f"input_ids contains token id {_out_of_range(input_ids, self.config.vocab_size)}, outside this model's "
+            f"input_ids contains token id {_out_of_range(input_ids)}, outside this model's "
             f"vocabulary [0, {self.config.vocab_size}). Use the tokenizer the model was trained with, or resize the "
             "embeddings with model.resize_token_embeddings(len(tokenizer))."
         )
@@ -436,7 +436,7 @@ class GPT1Model(GPT1PreTrainedModel):
     def _bad_position_message(self, position_ids: torch.Tensor) -> str:
         n_positions = self.config.n_positions
         return (
-            f"position_ids contains position {_out_of_range(position_ids, n_positions)}, but this model's context "
+            f"position_ids contains position {_out_of_range(position_ids)}, but this model's context "
             f"(n_positions) is {n_positions}: positions must lie in [0, {n_positions}). Truncate each sequence, or "
             f"generate with max_length <= {n_positions}."
         )
@@ -710,7 +710,7 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
             return _index_checked(
                 lambda: nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1)),
                 lambda: (
-                    f"labels contain class {_out_of_range(labels, num_labels)}, but the model has "
+                    f"labels contain class {_out_of_range(labels)}, but the model has "
                     f"num_labels={num_labels} (classes 0..{num_labels - 1}). Set num_labels (and id2label) to "
                     "cover every class."
                 ),
@@ -766,7 +766,7 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
             loss = _index_checked(
                 lambda: nn.functional.cross_entropy(logits, choice_labels),
                 lambda: (
-                    f"labels contain choice {_out_of_range(choice_labels, num_choices)}, but each example has "
+                    f"labels contain choice {_out_of_range(choice_labels)}, but each example has "
                     f"{num_choices} choices (0..{num_choices - 1})."
                 ),
             )
@@ -822,7 +822,7 @@ class GPT1ForTokenClassification(GPT1PreTrainedModel):
             loss = _index_checked(
                 lambda: self.loss_function(logits, token_labels, self.config, **kwargs),
                 lambda: (
-                    f"labels contain class {_out_of_range(token_labels[token_labels != -100], num_labels)}, but the "
+                    f"labels contain class {_out_of_range(token_labels[token_labels != -100])}, but the "
                     f"model has num_labels={num_labels} (classes 0..{num_labels - 1}; -100 is ignored)."
                 ),
             )
