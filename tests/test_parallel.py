@@ -33,6 +33,7 @@ TP_SCRIPT = textwrap.dedent(
         torch.save(logits, f"{folder}/tp_logits.pt")
         json.dump({"world": dist.get_world_size(), "local_up_rows": local_rows, "generated": generated.tolist()},
                   open(outputs, "w"))
+    dist.barrier()  # neither rank tears the group down while the other still uses it
     dist.destroy_process_group()
     """
 )
@@ -63,23 +64,28 @@ def test_tensor_parallel_on_two_cpu_processes_gives_the_single_process_logits(tm
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     script = tmp_path / "tp.py"
     script.write_text(TP_SCRIPT)
-    # A session of its own, so that a hang kills torchrun's workers too, not only torchrun.
+    for attempt in range(2):
+        returncode, stderr = _launch([*command, str(script), str(tmp_path), str(outputs)], env)
+        # transformers 5.4's gloo tensor parallelism rarely aborts a rank while exiting ("terminate called
+        # without an active exception", about 1 run in 20 here): that one known crash gets a second launch.
+        if returncode == 0 or attempt == 1 or "terminate called without an active exception" not in stderr:
+            break
+    assert returncode == 0, stderr[-4000:]
+    report = json.loads(outputs.read_text())
+    assert report["world"] == 2
+    assert report["local_up_rows"] == model.config.n_inner // 2  # the feed-forward really is split
+    torch.testing.assert_close(torch.load(tmp_path / "tp_logits.pt"), expected, atol=1e-5, rtol=1e-5)
+    assert report["generated"] == expected_generation.tolist()
+
+
+def _launch(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run torchrun in a session of its own, so that a hang kills its workers too, not only torchrun."""
     launcher = subprocess.Popen(
-        [*command, str(script), str(tmp_path), str(outputs)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
     try:
         _, stderr = launcher.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         os.killpg(launcher.pid, signal.SIGKILL)
         raise
-    assert launcher.returncode == 0, stderr[-4000:]
-    report = json.loads(outputs.read_text())
-    assert report["world"] == 2
-    assert report["local_up_rows"] == model.config.n_inner // 2  # the feed-forward really is split
-    torch.testing.assert_close(torch.load(tmp_path / "tp_logits.pt"), expected, atol=1e-5, rtol=1e-5)
-    assert report["generated"] == expected_generation.tolist()
+    return launcher.returncode, stderr
