@@ -194,7 +194,8 @@ def test_question_answering_head_loads_by_auto_class_and_finds_a_span_of_the_con
     question, context = "What did not fit?", "The trophy didn't fit in the suitcase because it was too big."
     # The question first: a decoder's context tokens can then attend to it.
     encoding = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
-    outputs = model(encoding.input_ids, attention_mask=encoding.attention_mask)
+    with torch.no_grad():
+        outputs = model(encoding.input_ids, attention_mask=encoding.attention_mask)
     assert outputs.start_logits.shape == outputs.end_logits.shape == encoding.input_ids.shape
     in_context = [index for index, sequence in enumerate(encoding.sequence_ids()) if sequence == 1]
     start, end = max(

@@ -1,6 +1,8 @@
 """Checkpoints load through the Auto classes, with and without the gpt1 package installed."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -153,3 +155,39 @@ def test_installed_package_registers_auto_classes_without_trust_remote_code(tmp_
         model = auto.from_pretrained(folder)
         assert type(model) is head
     assert type(AutoConfig.for_model("gpt1", n_layer=1)) is gpt1.GPT1Config
+
+
+@pytest.mark.parametrize(
+    "first_import",
+    [
+        "import gpt1",  # before transformers: registration waits for transformers' Auto classes
+        "from transformers import AutoModelForCausalLM",  # after them: registration happens at once
+        "import transformers",  # transformers loaded, its Auto classes not yet
+        "from gpt1 import GPT1ForCausalLM",  # the model code loads transformers' Auto classes itself
+        "from gpt1.model.configuration_gpt1 import GPT1Config",
+    ],
+)
+def test_import_gpt1_registers_the_auto_classes_in_any_import_order(tmp_path, first_import):
+    GPT1ForCausalLM(tiny_config()).save_pretrained(tmp_path)
+    program = f"""
+import json, sys, warnings
+warnings.simplefilter("error")  # a failed registration warns: make it fail the test
+{first_import}
+import gpt1
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+folder = sys.argv[1]
+print(json.dumps([type(AutoConfig.from_pretrained(folder)).__name__, type(AutoModel.from_pretrained(folder)).__name__,
+                  type(AutoModelForCausalLM.from_pretrained(folder)).__name__]))
+"""
+    result = subprocess.run([sys.executable, "-c", program, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == ["GPT1Config", "GPT1Model", "GPT1ForCausalLM"]
+
+
+def test_import_gpt1_alone_loads_neither_torch_nor_transformers():
+    program = "import sys, gpt1; print(sorted({'torch', 'transformers'} & {m.split('.')[0] for m in sys.modules}))"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    assert gpt1.__version__ and set(gpt1.__all__) <= set(dir(gpt1))
+    for name in gpt1.__all__:
+        assert getattr(gpt1, name) is not None

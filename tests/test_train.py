@@ -334,3 +334,20 @@ def test_streaming_reads_lazily_trains_and_resumes(tmp_path):
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in records] == [10, 20, 30]
     assert records[-1]["val_loss"] < records[0]["val_loss"]
+
+
+def test_the_main_job_ends_where_the_readme_says(tmp_path):
+    """The README's quickstart: `gpt1 train` with every default (about 2 CPU minutes), then `gpt1 generate`."""
+    quickstart = (Path(__file__).resolve().parent.parent / "README.md").read_text().split("## Quickstart", 1)[1]
+    promise = re.search(r"Validation loss falls\s+from ([\d.]+) at step (\d+) to ([\d.]+) at step (\d+)", quickstart)
+    assert promise, "the README's quickstart no longer says what the main job reaches"
+    first_loss, last_loss = float(promise[1]), float(promise[3])
+    first_step, last_step = int(promise[2]), int(promise[4])
+    gpt1_cli("train", cwd=tmp_path, timeout=900)
+    run = tmp_path / "runs" / "gpt1-tiny"
+    losses = {record["step"]: record["val_loss"] for record in map(json.loads, (run / "metrics.jsonl").open())}
+    assert max(losses) == last_step == TrainConfig().resolved().max_steps
+    # Seeded, so the same here as on the machine that measured it, up to float differences between CPUs.
+    assert abs(losses[first_step] - first_loss) < 0.1 and abs(losses[last_step] - last_loss) < 0.05, losses
+    text = gpt1_cli("generate", "--model", str(run), "The return statement", "--seed", "0").stdout
+    assert text.startswith("The return statement") and len(text.split()) >= 40

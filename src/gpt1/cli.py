@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
-from .finetune import FinetuneConfig
-from .train import PRESETS, TrainConfig
+# Only the standard library and the option dataclasses at the top: `gpt1 --help` must not wait for
+# torch. Each subcommand imports what it needs when it runs.
+from .options import FinetuneConfig, TrainConfig
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -20,103 +21,21 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-# Help for each `gpt1 train` option (the options themselves come from gpt1.train.TrainConfig).
-TRAIN_HELP = {
-    "output_dir": "where the model folder, checkpoints and metrics go (default runs/gpt1-tiny)",
-    "dataset": "Hub dataset id, or a local file/folder (.txt, .json/.jsonl, .csv, .parquet); "
-    "default: the built-in corpus (Python's documentation, offline)",
-    "dataset_config": "Hub dataset configuration name",
-    "split": "split to train on (default train)",
-    "text_column": "column holding the text (default text)",
-    "val_fraction": "share of rows held out for validation when the dataset has no validation split (default 0.1)",
-    "streaming": "read the data lazily (corpora larger than memory); shuffles within a 10,000-block buffer",
-    "tokenizer": "bpe or char (trained on the data), or a tokenizer folder / Hub id (default bpe)",
-    "vocab_size": "BPE vocabulary size (default: the preset's)",
-    "preset": "model size and schedule (default tiny): "
-    + "; ".join(
-        f"{name}: " + ", ".join(f"{key}={value}" for key, value in values.items()) for name, values in PRESETS.items()
-    ),
-    "n_layer": "override the preset's number of layers",
-    "n_head": "override the preset's number of heads",
-    "n_embd": "override the preset's width",
-    "dropout": "dropout on embeddings, attention and residuals (default 0.1)",
-    "n_positions": "model context (default: the block size)",
-    "block_size": "training sequence length (default: the preset's)",
-    "init_from": "start from this model folder or Hub id instead of from scratch",
-    "batch_size": "sequences per device per micro-batch",
-    "grad_accum": "micro-batches per optimizer step (default 1)",
-    "max_steps": "optimizer steps to train",
-    "lr": "peak learning rate",
-    "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_steps": "linear warmup steps",
-    "weight_decay": "AdamW weight decay on weight matrices (default 0.01)",
-    "beta1": "AdamW beta1 (default 0.9)",
-    "beta2": "AdamW beta2 (default 0.999)",
-    "grad_clip": "clip the gradient norm to this (0 = off; default 1.0)",
-    "mixed_precision": "no, bf16 or fp16 (default no)",
-    "compile": "compile the model with torch.compile",
-    "seed": "random seed (default 1337)",
-    "eval_every": "evaluate and sample every N steps",
-    "eval_batches": "validation batches per evaluation (default 20)",
-    "sample_prompt": "prompt of the samples written at each evaluation",
-    "sample_tokens": "tokens per sample (default 64)",
-    "report_to": "Accelerate trackers, e.g. tensorboard (repeatable)",
-    "save_every": "write a checkpoint every N steps",
-    "keep_checkpoints": "checkpoints to keep (default 2)",
-    "resume": "continue from the latest checkpoint in --output-dir",
-    "overwrite": "delete what --output-dir holds (an earlier run, its checkpoints) before training",
-    "push_to_hub": "upload the finished folder to this Hub repo (needs `hf auth login` or HF_TOKEN)",
-}
-
-
-# Help for each `gpt1 finetune` option (the options themselves come from gpt1.finetune.FinetuneConfig).
-FINETUNE_HELP = {
-    "model": "the pretrained gpt1 model folder or Hub repo id to start from (required)",
-    "dataset": "Hub dataset id, or a local .csv/.json/.jsonl/.parquet file or folder (.txt too for causal-lm)",
-    "task": "causal-lm, classification or multiple-choice (default classification)",
-    "output_dir": "where the best model, checkpoints and metrics go (default runs/gpt1-finetuned)",
-    "dataset_config": "Hub dataset configuration name",
-    "split": "split to train on (default train)",
-    "val_fraction": "share of rows held out (at random) when the dataset has no validation split (default 0.1)",
-    "text_column": "column of the text to classify, or of the text to train on for causal-lm (default text)",
-    "text_pair_column": "second text column: <|start|> text <|delimiter|> pair <|classify|> (entailment)",
-    "label_column": "column of the labels: class names or ids, or the right choice's index (default label)",
-    "context_column": "multiple-choice: column of the question or context (default context)",
-    "choices_column": "multiple-choice: column holding the list of answers (default choices)",
-    "max_length": "truncate inputs to this many tokens (default: the model's context)",
-    "lr": "peak learning rate (default: GPT-1's 6.25e-5 for a 12 × 768 model or larger, 3e-4 below)",
-    "batch_size": "examples per device per step (default 32)",
-    "epochs": "training epochs (default: GPT-1's 3 for a 12 × 768 model or larger, 10 below)",
-    "max_steps": "stop after this many optimizer steps (overrides --epochs)",
-    "warmup_ratio": "share of the steps spent warming up, then linear decay (default 0.002)",
-    "weight_decay": "AdamW weight decay (default 0.01)",
-    "aux_lm_weight": "weight of the auxiliary language-modelling loss (default 0.5; 0 turns it off)",
-    "grad_accum": "micro-batches per optimizer step (default 1)",
-    "mixed_precision": "no, bf16 or fp16 (default no)",
-    "seed": "random seed (default 1337)",
-    "lora": "train LoRA adapters on the attention and MLP projections, then merge them (needs peft: the lora extra)",
-    "lora_rank": "LoRA rank (default 8)",
-    "lora_alpha": "LoRA alpha (default 16)",
-    "lora_dropout": "LoRA dropout (default 0.05)",
-    "logging_steps": "log the training loss every N steps (default 10)",
-    "report_to": "Trainer trackers, e.g. tensorboard (repeatable)",
-    "resume": "continue from the latest checkpoint in --output-dir",
-    "push_to_hub": "upload the finished folder to this Hub repo (needs `hf auth login` or HF_TOKEN)",
-}
-
-
-def _add_options(parser: argparse.ArgumentParser, config_class: type, helps: dict[str, str]) -> None:
-    """One option per field of the config dataclass, typed after the field."""
+def _add_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of the config dataclass, typed after the field, its help from the field's metadata."""
     for option in fields(config_class):
         flag = "--" + option.name.replace("_", "-")
         default = option.default if option.default is not MISSING else None
+        help_text = option.metadata["help"].replace("%", "%%")  # argparse formats help with %
+        if default not in (None, "", False):
+            help_text += f" (default: {default})"
         if option.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=helps[option.name])
+            parser.add_argument(flag, action="store_true", help=help_text)
         elif option.name == "report_to":
-            parser.add_argument(flag, action="append", default=[], help=helps[option.name])
+            parser.add_argument(flag, action="append", default=[], help=help_text)
         else:
             kind = {"int | None": int, "int": int, "float | None": float, "float": float}.get(str(option.type), str)
-            parser.add_argument(flag, type=kind, default=default, help=helps[option.name])
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -233,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain a GPT-1 on your text (default: a built-in corpus) and save a shareable HF folder. "
         "Run it under `accelerate launch -m gpt1 train` or `torchrun ... -m gpt1 train` for several processes.",
     )
-    _add_options(train, TrainConfig, TRAIN_HELP)
+    _add_options(train, TrainConfig)
     train.set_defaults(handler=_train)
 
     finetune = subcommands.add_parser(
@@ -245,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the paper's size, lr 3e-4 for 10 epochs below it; evaluate each epoch and save the best model as an HF "
         "folder.",
     )
-    _add_options(finetune, FinetuneConfig, FINETUNE_HELP)
+    _add_options(finetune, FinetuneConfig)
     finetune.set_defaults(handler=_finetune)
 
     push = subcommands.add_parser(

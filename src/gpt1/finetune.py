@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,85 +33,13 @@ from .checkpoints import check_gpt1_checkpoint, give_normal_permissions, load_mo
 from .data import load_corpus, load_rows, pack_corpus
 from .hub import push_folder
 from .model import GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
+from .options import RECIPES, FinetuneConfig, recipe_for
 from .reporting import write_finetune_card
 from .tasks import TaskDataCollator, add_task_tokens, classification_inputs, entailment_inputs, multiple_choice_inputs
 from .tokenization import use_task_template
 
-TASKS = ("causal-lm", "classification", "multiple-choice")
 # The modules LoRA adapts: every projection in attention and the feed-forward.
 LORA_TARGET_MODULES = ["qkv_proj", "out_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class FinetuneConfig:
-    """Every `gpt1 finetune` option. `lr` and `epochs` left at None come from the model's size (`RECIPES`)."""
-
-    model: str = ""
-    dataset: str = ""
-    task: str = "classification"
-    output_dir: str = "runs/gpt1-finetuned"
-    # data
-    dataset_config: str | None = None
-    split: str = "train"
-    val_fraction: float = 0.1
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    context_column: str = "context"
-    choices_column: str = "choices"
-    max_length: int | None = None
-    # optimisation (GPT-1's recipe, with lr and epochs by model size)
-    lr: float | None = None
-    batch_size: int = 32
-    epochs: float | None = None
-    max_steps: int = -1
-    warmup_ratio: float = 0.002
-    weight_decay: float = 0.01
-    aux_lm_weight: float = 0.5
-    grad_accum: int = 1
-    mixed_precision: str = "no"
-    seed: int = 1337
-    # LoRA (needs peft: the `lora` extra)
-    lora: bool = False
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    # seeing it learn, resuming, sharing
-    logging_steps: int = 10
-    report_to: list[str] = field(default_factory=list)
-    resume: bool = False
-    push_to_hub: str | None = None
-
-    def check(self) -> None:
-        if not self.model:
-            raise ValueError("--model is required: a gpt1 model folder or Hub repo id to fine-tune.")
-        if not self.dataset:
-            raise ValueError("--dataset is required: a Hub dataset id or a local .csv/.json/.jsonl/.parquet file.")
-        if self.task not in TASKS:
-            raise ValueError(f"Unknown --task {self.task!r}; choose one of {list(TASKS)}.")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}.")
-        for name in ("lr", "batch_size", "grad_accum", "lora_rank", "logging_steps"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
-        if self.epochs is not None and self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError(f"--epochs must be positive (or set --max-steps), got {self.epochs}.")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.aux_lm_weight < 0:
-            raise ValueError(f"--aux-lm-weight must be >= 0 (GPT-1 used 0.5), got {self.aux_lm_weight}.")
-
-
-# (name, learning rate, epochs) by model size. GPT-1's is for its own size: on the tiny and small presets
-# it stays at chance on a 200-row classification set. 3e-4 for 10 epochs learns on both (the README has
-# the accuracies); 1e-3 learns on the tiny preset but not on the small one.
-RECIPES = {"paper-size": ("GPT-1's recipe", 6.25e-5, 3.0), "smaller": ("the small-model recipe", 3e-4, 10.0)}
-
-
-def recipe_for(model_config: Any) -> tuple[str, float, float]:
-    """GPT-1's recipe for a model of the paper's size (12 layers, 768 wide) or larger, else the small-model one."""
-    paper_size = model_config.n_layer >= 12 and model_config.n_embd >= 768
-    return RECIPES["paper-size" if paper_size else "smaller"]
 
 
 @dataclass

@@ -107,7 +107,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
 generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-print(generator("{_escape("The ")}", max_new_tokens=50)[0]["generated_text"])
+print(generator("{_escape("The")}", max_new_tokens=50)[0]["generated_text"])
 ```
 
 To pin both the weights and the code you run to one commit of a Hub repo, pass

@@ -14,9 +14,8 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -30,127 +29,13 @@ from .checkpoints import give_normal_permissions, load_model
 from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
 from .hub import push_folder
 from .model import GPT1Config, GPT1ForCausalLM
+from .options import ResolvedTrainConfig, TrainConfig
 from .reporting import write_loss_curve, write_model_card
 from .sources import check_hub_repo, looks_like_local_path
 from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
 
-# Model sizes and the schedule that suits each. "tiny" trains in a few CPU minutes; "small" is
-# nanoGPT's 6×384 "baby GPT"; "gpt1" is the paper's (12 layers, 768 wide, 12 heads, context 512,
-# batch 64, max lr 2.5e-4 with 2000 warmup steps, weight decay 0.01).
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=16, vocab_size=2048,
-                 lr=1e-3, min_lr=1e-4, warmup_steps=50, max_steps=600, eval_every=100, save_every=200),
-    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=32, vocab_size=8192,
-                  lr=6e-4, min_lr=6e-5, warmup_steps=200, max_steps=5000, eval_every=250, save_every=500),
-    "gpt1": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, batch_size=64, vocab_size=40478,
-                 lr=2.5e-4, min_lr=0.0, warmup_steps=2000, max_steps=100_000, eval_every=1000, save_every=2000),
-}  # fmt: skip
-
-
 STREAM_SHUFFLE_BUFFER = 10_000  # blocks
 STREAM_TOKENIZER_ROWS = 100_000
-
-
-@dataclass
-class TrainConfig:
-    """Every `gpt1 train` option; `None` means "the preset's value"."""
-
-    output_dir: str = "runs/gpt1-tiny"
-    # data
-    dataset: str | None = None
-    dataset_config: str | None = None
-    split: str = "train"
-    text_column: str = "text"
-    val_fraction: float = 0.1
-    streaming: bool = False
-    # tokenizer and model
-    tokenizer: str = "bpe"
-    vocab_size: int | None = None
-    preset: str = "tiny"
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    dropout: float = 0.1
-    n_positions: int | None = None
-    block_size: int | None = None
-    init_from: str | None = None
-    # optimisation
-    batch_size: int | None = None
-    grad_accum: int = 1
-    max_steps: int | None = None
-    lr: float | None = None
-    min_lr: float | None = None
-    warmup_steps: int | None = None
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 1.0
-    mixed_precision: str = "no"
-    compile: bool = False
-    seed: int = 1337
-    # seeing it learn
-    eval_every: int | None = None
-    eval_batches: int = 20
-    sample_prompt: str = "The "
-    sample_tokens: int = 64
-    report_to: list[str] = field(default_factory=list)
-    # checkpoints
-    save_every: int | None = None
-    keep_checkpoints: int = 2
-    resume: bool = False
-    overwrite: bool = False
-    # sharing
-    push_to_hub: str | None = None
-
-    def resolved(self) -> ResolvedTrainConfig:
-        """A copy with every preset-dependent option filled in, checked before anything runs."""
-        if self.preset not in PRESETS:
-            raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
-        if self.vocab_size is not None and self.tokenizer != "bpe":
-            raise ValueError(
-                f"--vocab-size {self.vocab_size} conflicts with --tokenizer {self.tokenizer!r}: it sizes the BPE "
-                "tokenizer trained for the run, while a char tokenizer has one token per character and a "
-                "saved tokenizer keeps its own size. Drop --vocab-size, or use --tokenizer bpe."
-            )
-        values = asdict(self)
-        for name, value in PRESETS[self.preset].items():
-            if values.get(name) is None:
-                values[name] = value
-        if values["n_positions"] is None:
-            # Position embeddings past the training length would never be trained.
-            values["n_positions"] = values["block_size"]
-        config = ResolvedTrainConfig(**values)
-        if config.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"--mixed-precision must be no, bf16 or fp16, got {config.mixed_precision!r}.")
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "block_size"):
-            if getattr(config, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}.")
-        if config.keep_checkpoints < 1:
-            raise ValueError(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}.")
-        if config.resume and config.overwrite:
-            raise ValueError(
-                "--resume continues the run in --output-dir and --overwrite deletes it: choose one of them."
-            )
-        return config
-
-
-@dataclass
-class ResolvedTrainConfig(TrainConfig):
-    """A TrainConfig whose preset-dependent options all have values (see `TrainConfig.resolved`)."""
-
-    vocab_size: int = 0
-    n_layer: int = 0
-    n_head: int = 0
-    n_embd: int = 0
-    n_positions: int = 0
-    block_size: int = 0
-    batch_size: int = 0
-    max_steps: int = 0
-    lr: float = 0.0
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-    eval_every: int = 0
-    save_every: int = 0
 
 
 @dataclass
