@@ -79,7 +79,7 @@ def test_conversion_without_tokenizer_writes_none(tmp_path):
 def test_missing_source_is_a_clear_cli_error(tmp_path):
     result = run_cli("convert", str(tmp_path / "nowhere"), str(tmp_path / "out"))
     assert result.returncode == 2
-    assert "No openai-gpt checkpoint folder" in result.stderr and str(tmp_path / "nowhere") in result.stderr
+    assert "No such openai-gpt checkpoint folder" in result.stderr and str(tmp_path / "nowhere") in result.stderr
     assert "Traceback" not in result.stderr
 
 

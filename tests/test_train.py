@@ -234,7 +234,7 @@ class TestBadInputBeforeTraining:
             (["--dataset", "./no/such/corpus.txt"], "No such file or folder: './no/such/corpus.txt'"),
             (["--preset", "huge"], "Unknown preset 'huge'; choose one of ['gpt1', 'small', 'tiny']"),
             (["--block-size", "64", "--n-positions", "32"], "--block-size 64 is longer than the model's context"),
-            (["--tokenizer", "./no-tokenizer"], "No tokenizer folder at './no-tokenizer'"),
+            (["--tokenizer", "./no-tokenizer"], "No such tokenizer folder: './no-tokenizer'"),
         ],
     )
     def test_cli_errors(self, tmp_path, options, message):
@@ -256,7 +256,9 @@ class TestBadInputBeforeTraining:
 
     def test_missing_text_column(self, tmp_path):
         (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"body": f"row {i}"}) for i in range(10)))
-        with pytest.raises(ValueError, match=r"no text column 'text'; its columns are \['body'\]"):
+        with pytest.raises(
+            ValueError, match=r"no column 'text'; its columns are \['body'\]. Name the right one with --text-column"
+        ):
             train(TrainConfig(output_dir=str(tmp_path / "out"), dataset=str(tmp_path / "rows.jsonl")))
 
     def test_tokenizer_larger_than_the_model(self, tmp_path):

@@ -1,104 +1,141 @@
-"""Open checkpoints safely: weights only from safetensors, and no code from the checkpoint runs.
+"""Training checkpoints: save them atomically, find the latest, check and load one to resume, prune old
+ones, and the fail points the crash-safety tests kill the run at.
 
-gpt1 checkpoints load through the installed package's classes (importing `gpt1` registers them with
-the Auto classes), so nothing here needs `trust_remote_code`; a checkpoint that would need its own
-code is refused with transformers' own message. What a checkpoint is comes from its config.json, read
-as data. `use_safetensors=True` refuses pickled `pytorch_model.bin` weights.
+A checkpoint is `checkpoints/step-N` in the run folder: Accelerate's `save_state` (model in
+safetensors, optimizer, RNG states), TRAINER_STATE (the data position and the learning-rate schedule,
+as JSON, so that resuming unpickles nothing) and TRAIN_CONFIG (the options of the run that wrote it).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import transformers
-from safetensors import SafetensorError
-from transformers import AutoTokenizer, PreTrainedConfig
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+import torch
+from safetensors import safe_open
 
-from .model import GPT1Config
-from .sources import check_hub_repo, looks_like_local_path
+from .model_folders import give_normal_permissions
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def _check_source(model: str) -> None:
-    """A clear error at once for a local folder that is not there, and within seconds for a Hub repo that is not."""
-    if not looks_like_local_path(model):
-        check_hub_repo(model, "model", "model")
-    elif not os.path.isdir(model):
-        raise FileNotFoundError(f"No such model folder: {model!r}. Pass a folder from `gpt1 train`, or a Hub repo id.")
+FAILPOINT_VARIABLE = "GPT1_FAILPOINT"
+# The run's position and learning-rate schedule in each checkpoint, as JSON data.
+TRAINER_STATE = "trainer_state.json"
+TRAIN_CONFIG = "train_config.json"  # the options of the run, in the folder and in each checkpoint
 
 
-def read_config(model: str, revision: str | None = None) -> dict[str, Any]:
-    """config.json of a folder or Hub repo, as data (no code runs); a clear error when there is none."""
-    _check_source(model)
-    if os.path.isdir(model) and not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(
-            f"No config.json in {model!r}: pass a gpt1 model folder (from `gpt1 train`) or a Hub repo id."
-        )
-    config_dict, _ = PreTrainedConfig.get_config_dict(model, revision=revision)
-    return config_dict
+@dataclass
+class TrainingProgress:
+    """Where the run is: saved with every checkpoint so that a resumed run continues on the same batch."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    tokens_seen: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
 
 
-def check_gpt1_checkpoint(model: str, revision: str | None = None) -> None:
-    """A clear error when `model` is missing or is not a gpt1 model."""
-    _require_gpt1(model, read_config(model, revision).get("model_type"))
+def failpoint(name: str, step: int) -> None:
+    """Fault injection for the crash-safety tests: with GPT1_FAILPOINT="NAME@STEP" the run kills itself
+    with SIGKILL on reaching that point, as `kill -9` or the OOM killer would. Unset, it does nothing.
 
-
-def _require_gpt1(model: str, model_type: str | None) -> None:
-    if model_type != GPT1Config.model_type:
-        raise ValueError(
-            f"{model!r} is a {model_type!r} checkpoint, not gpt1. Use a model made by `gpt1 train`, "
-            "or convert an openai-gpt checkpoint first with `gpt1 convert`."
-        )
-
-
-def load_model(model_class: Any, model: str, revision: str | None = None, **kwargs: Any) -> Any:
-    """`model_class.from_pretrained(model)` from safetensors only, never running the checkpoint's code.
-    A gpt1 class (not an Auto class) takes gpt1 checkpoints only."""
-    model_type = read_config(model, revision).get("model_type")
-    is_auto_class = model_class.__name__.startswith("Auto")
-    if not is_auto_class:
-        _require_gpt1(model, model_type)
-    elif model_type not in CONFIG_MAPPING:  # gpt1 is there once the package is imported
-        raise ValueError(
-            f"{model!r} has model_type {model_type!r} in its config.json, which neither gpt1 nor transformers "
-            f"{transformers.__version__} knows (a gpt1 checkpoint says 'gpt1'). gpt1 runs no code from "
-            "checkpoints: fix config.json, or load a model that brings its own code yourself, with "
-            "trust_remote_code=True, if you trust it."
-        )
-    if is_auto_class:
-        kwargs["trust_remote_code"] = False  # refuse, and never prompt, rather than run a stranger's code
-    try:
-        return model_class.from_pretrained(model, revision=revision, use_safetensors=True, **kwargs)
-    except SafetensorError as error:
-        raise ValueError(
-            f"The weights in {model!r} cannot be read ({error}): model.safetensors is truncated or damaged. "
-            "Save or download the model again."
-        ) from None
-
-
-def load_tokenizer(model: str, revision: str | None = None) -> Any:
-    """The tokenizer saved with a model; a clear error when a local model folder has none."""
-    _check_source(model)
-    if os.path.isdir(model) and not any((Path(model) / name).is_file() for name in TOKENIZER_FILES):
-        raise FileNotFoundError(
-            f"No tokenizer in {model!r} (no {' or '.join(TOKENIZER_FILES)}). Save it next to the model "
-            f"with tokenizer.save_pretrained({model!r})."
-        )
-    return AutoTokenizer.from_pretrained(model, revision=revision)
-
-
-def give_normal_permissions(folder: str | os.PathLike) -> None:
-    """Files in `folder` readable as the user's umask allows, like every other file they write.
-
-    safetensors writes its file through a private temporary file (mode 0600) and renames it, so
-    `model.safetensors` would be the one file of a model folder that others sharing the machine cannot read.
+    Points: "step" (after an optimizer step), "checkpoint-write" (mid-write), "checkpoint-written"
+    (complete, not yet renamed), "checkpoint-renamed" (before old ones are pruned), "final-save".
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in Path(folder).rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600:
-            path.chmod(0o666 & ~umask)
+    if os.environ.get(FAILPOINT_VARIABLE) == f"{name}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    return sorted(folder.glob("step-*")) if folder.is_dir() else []
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, trainer_state: dict) -> None:
+    """Accelerate `save_state` into a temporary folder, then one rename: a checkpoint is complete or absent."""
+    checkpoints = output_dir / "checkpoints"
+    final, temporary = checkpoints / f"step-{step:08d}", checkpoints / f".tmp-step-{step:08d}"
+    if accelerator.is_main_process:
+        for half_written in checkpoints.glob(".tmp-step-*"):  # left by a run killed mid-write
+            shutil.rmtree(half_written, ignore_errors=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # Weights, optimizer and RNG states are on disk, the run's position not yet: a kill here leaves a
+        # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
+        failpoint("checkpoint-write", step)
+        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
+        # The options of the run that wrote this checkpoint travel with it, so a resume is told the right ones.
+        shutil.copy2(output_dir / TRAIN_CONFIG, temporary / TRAIN_CONFIG)
+        give_normal_permissions(temporary)
+        failpoint("checkpoint-written", step)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        failpoint("checkpoint-renamed", step)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress) -> None:
+    state_file = checkpoint / TRAINER_STATE
+    if not state_file.is_file():
+        raise ValueError(
+            f"--resume: {str(checkpoint)!r} has no {TRAINER_STATE} (it was written by an older gpt1, or is not a "
+            "gpt1 checkpoint), so the run's position is unknown. Start a new run in a fresh --output-dir."
+        )
+    state = json.loads(state_file.read_text())
+    scheduler.load_state_dict(state["scheduler"])
+    progress.load_state_dict(state["progress"])
+
+
+def check_resumable(checkpoint: Path, model: torch.nn.Module) -> None:
+    """A clear error, before anything is written, when the checkpoint holds a different model than the
+    options describe (Accelerate would stop with a long state-dict error deep in loading)."""
+    weights = checkpoint / "model.safetensors"
+    if not weights.is_file():
+        return  # sharded or otherwise saved: leave it to Accelerate
+    with safe_open(str(weights), framework="pt") as saved:
+        saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
+    built_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    missing = sorted(set(built_shapes) - set(saved_shapes) - {"lm_head.weight"})  # the tied head is not saved
+    different = [
+        f"{name} {saved_shapes[name]} vs {shape}"
+        for name, shape in built_shapes.items()
+        if name in saved_shapes and saved_shapes[name] != shape
+    ]
+    if missing or different:
+        details = ", ".join(different[:2] + [f"{name} missing" for name in missing[:2]])
+        raise ValueError(
+            f"--resume: the checkpoint {str(checkpoint)!r} holds a different model than these options build "
+            f"({details}). Resume with the options of the run that wrote it (saved in "
+            f"{str(checkpoint / TRAIN_CONFIG)!r}), or train into a new --output-dir."
+        )
+
+
+def drop_tied_copies(models: list, weights: list[dict], output_dir: str) -> None:
+    """Checkpoints keep one copy of tied weights, as `save_pretrained` does. (Accelerate would drop the
+    copy itself, with a warning asking the user to check the reload; loading ties it back.)"""
+    for state in weights:
+        seen: set[int] = set()
+        for key, tensor in list(state.items()):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage().data_ptr()
+                if storage in seen:
+                    del state[key]  # a later name of an earlier tensor: lm_head.weight
+                seen.add(storage)

@@ -74,7 +74,7 @@ def _push(args: argparse.Namespace) -> int:
 def _attention(args: argparse.Namespace) -> int:
     from transformers import AutoModel
 
-    from .checkpoints import load_model, load_tokenizer
+    from .model_folders import load_model, load_tokenizer
     from .tokenization import pair_tokenizer_with_model
     from .viz import plot_attention, save_figure
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
-from .checkpoints import give_normal_permissions
 from .model import GPT1Config, GPT1ForCausalLM
-from .sources import check_hub_repo, looks_like_local_path
+from .model_folders import give_normal_permissions
+from .sources import check_folder_or_hub_repo
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,7 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
     src, dst = str(src), Path(dst)
     if os.path.isfile(src):
         raise ValueError(f"SRC must be a folder or a Hub repo id of an openai-gpt checkpoint, got the file {src!r}.")
-    if looks_like_local_path(src):
-        if not os.path.isdir(src):
-            raise FileNotFoundError(f"No openai-gpt checkpoint folder at {src!r}.")
-    else:
-        check_hub_repo(src, "model", "openai-gpt checkpoint")
+    check_folder_or_hub_repo(src, "openai-gpt checkpoint")
     source_config = AutoConfig.from_pretrained(src, revision=revision)
     if not isinstance(source_config, OpenAIGPTConfig):
         raise ValueError(

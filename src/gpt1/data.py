@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
+from .columns import dataset_columns, require_columns
 from .sources import check_hub_repo, looks_like_local_path
 from .tokenization import tokenize_dataset
 
@@ -189,17 +191,9 @@ def _split(
 
 
 def _check_columns(corpus: Corpus) -> None:
-    columns = corpus.train.column_names
-    if not columns:  # a stream whose features are unknown until read: look at its first row
-        first = next(iter(corpus.train), None)
-        if first is None:
-            raise ValueError(f"{corpus.description} is empty.")
-        columns = list(first)
-    if corpus.text_column not in columns:
-        raise ValueError(
-            f"{corpus.description} has no text column {corpus.text_column!r}; its columns are {columns}. "
-            "Pass --text-column."
-        )
+    if not dataset_columns(corpus.train):
+        raise ValueError(f"{corpus.description} is empty.")
+    require_columns(corpus.train, {"--text-column": corpus.text_column}, corpus.description)
 
 
 def pack_blocks(
@@ -226,7 +220,7 @@ def pack_blocks(
     if isinstance(dataset, datasets.IterableDataset):
         # Lazily, batch by batch, as the stream is read; a map that changes the row count drops the inputs.
         encode = tokenizer.backend_tokenizer.encode_batch_fast
-        columns = dataset.column_names or list(next(iter(dataset)))
+        columns = dataset_columns(dataset)
 
         def encode_and_group(batch: dict) -> dict:
             ids = [encoding.ids for encoding in encode(batch[text_column], add_special_tokens=False)]
@@ -238,15 +232,29 @@ def pack_blocks(
     return tokenized.map(group, batched=True, batch_size=10_000, num_proc=num_proc, desc="Packing blocks")
 
 
-def pack_corpus(corpus: Corpus, tokenizer, *, block_size: int) -> dict[str, datasets.Dataset]:
-    """`pack_blocks` on both parts of `corpus`: {"training": ..., "validation": ...}."""
-    return {
-        name: pack_blocks(
+def pack_corpus(
+    corpus: Corpus,
+    tokenizer,
+    *,
+    block_size: int,
+    fix: str = "Use more text, a smaller --block-size, or a different --val-fraction.",
+) -> dict[str, datasets.Dataset]:
+    """`pack_blocks` on both parts of `corpus`: {"training": ..., "validation": ...}; a clear error, ending
+    with `fix`, when a part is shorter than one block."""
+    packed = {}
+    for name, part in (("training", corpus.train), ("validation", corpus.validation)):
+        packed[name] = pack_blocks(
             part,
             tokenizer,
             block_size=block_size,
             text_column=corpus.text_column,
             rows_are_documents=corpus.rows_are_documents,
         )
-        for name, part in (("training", corpus.train), ("validation", corpus.validation))
-    }
+        if next(iter(packed[name]), None) is None:
+            texts = [row[corpus.text_column] for row in itertools.islice(part, 1000)]
+            tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+            raise ValueError(
+                f"The {name} text of {corpus.description} has about {tokens} tokens, fewer than one block of "
+                f"{block_size}. {fix}"
+            )
+    return packed

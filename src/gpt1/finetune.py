@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 import torch
 from transformers import (
@@ -25,32 +24,19 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
-    default_data_collator,
     set_seed,
 )
 
-from .checkpoints import check_gpt1_checkpoint, give_normal_permissions, load_model, load_tokenizer
-from .data import load_corpus, load_rows, pack_corpus
 from .hub import push_folder
 from .model import GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
+from .model_folders import check_gpt1_checkpoint, give_normal_permissions, load_model, load_tokenizer
 from .options import RECIPES, FinetuneConfig, recipe_for
 from .reporting import write_finetune_card
-from .tasks import TaskDataCollator, add_task_tokens, classification_inputs, entailment_inputs, multiple_choice_inputs
-from .tokenization import use_task_template
+from .task_data import prepare_task
+from .tasks import add_task_tokens
 
 # The modules LoRA adapts: every projection in attention and the feed-forward.
 LORA_TARGET_MODULES = ["qkv_proj", "out_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class PreparedTask:
-    """A task's model inputs, ready for `Trainer`."""
-
-    train: datasets.Dataset
-    validation: datasets.Dataset
-    collator: Any
-    label_names: list[str] | None
-    description: str
 
 
 def finetune(config: FinetuneConfig) -> Path:
@@ -173,168 +159,12 @@ def load_model_for_task(
     return model
 
 
-def prepare_task(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedTask:
-    """Load the dataset and turn it into the task's inputs: packed blocks for causal-lm, GPT-1's
-    `<|start|> ... <|classify|>` sequences for the heads."""
-    if config.task == "causal-lm":
-        corpus = load_corpus(
-            config.dataset,
-            dataset_config=config.dataset_config,
-            split=config.split,
-            text_column=config.text_column,
-            val_fraction=config.val_fraction,
-        )
-        block_size = min(config.max_length or tokenizer.model_max_length, tokenizer.model_max_length)
-        blocks = pack_corpus(corpus, tokenizer, block_size=block_size)
-        for name, part in blocks.items():
-            if len(part) == 0:
-                raise ValueError(
-                    f"The {name} text of {corpus.description} is shorter than one block of {block_size} tokens. "
-                    "Use more text or a smaller --max-length."
-                )
-        with_labels = {name: part.map(lambda row: {"labels": row["input_ids"]}) for name, part in blocks.items()}
-        return PreparedTask(
-            with_labels["training"], with_labels["validation"], default_data_collator, None, corpus.description
-        )
-
-    train, validation, description = load_rows(
-        config.dataset,
-        dataset_config=config.dataset_config,
-        split=config.split,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
-    if config.task == "classification":
-        columns = {"text-column": config.text_column, "label-column": config.label_column}
-        if config.text_pair_column:
-            columns["text-pair-column"] = config.text_pair_column
-        _require_columns(train, validation, columns, description)
-        label_names = _label_names(train, validation, config.label_column, description)
-        use_task_template(tokenizer)  # pipeline("text-classification") then builds GPT-1's format itself
-        is_class_label = isinstance(train.features.get(config.label_column), datasets.ClassLabel)
-        encode = _classification_encoder(config, tokenizer, label_names, labels_are_ids=is_class_label)
-    else:
-        columns = {
-            "context-column": config.context_column,
-            "choices-column": config.choices_column,
-            "label-column": config.label_column,
-        }
-        _require_columns(train, validation, columns, description)
-        _check_choices(train, validation, config, description)
-        label_names = None
-        encode = _multiple_choice_encoder(config, tokenizer)
-    encoded = [
-        part.map(encode, batched=True, remove_columns=part.column_names, desc=f"Encoding {name}")
-        for name, part in (("train", train), ("validation", validation))
-    ]
-    return PreparedTask(encoded[0], encoded[1], TaskDataCollator(tokenizer), label_names, description)
-
-
 def accuracy(prediction) -> dict[str, float]:
     """`compute_metrics` for the heads: the share of rows whose highest logit is the label."""
     logits, labels = prediction.predictions, prediction.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
-
-
-def _classification_encoder(
-    config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase, label_names: list[str], labels_are_ids: bool
-):
-    """`labels_are_ids`: the column is a `datasets.ClassLabel`, whose values are already class ids."""
-    label_ids = {name: index for index, name in enumerate(label_names)}
-
-    def encode(batch: dict) -> dict:
-        column = batch[config.label_column]
-        labels = [int(label) for label in column] if labels_are_ids else [label_ids[str(label)] for label in column]
-        texts = [str(text) for text in batch[config.text_column]]
-        if config.text_pair_column:
-            pairs = [str(text) for text in batch[config.text_pair_column]]
-            return dict(
-                entailment_inputs(tokenizer, texts, pairs, labels, max_length=config.max_length, return_tensors=None)
-            )
-        return dict(classification_inputs(tokenizer, texts, labels, max_length=config.max_length, return_tensors=None))
-
-    return encode
-
-
-def _multiple_choice_encoder(config: FinetuneConfig, tokenizer: PreTrainedTokenizerBase):
-    def encode(batch: dict) -> dict:
-        return dict(
-            multiple_choice_inputs(
-                tokenizer,
-                [str(text) for text in batch[config.context_column]],
-                [[str(choice) for choice in choices] for choices in batch[config.choices_column]],
-                [int(label) for label in batch[config.label_column]],
-                max_length=config.max_length,
-                return_tensors=None,
-            )
-        )
-
-    return encode
-
-
-def _require_columns(
-    train: datasets.Dataset, validation: datasets.Dataset, columns: dict[str, str], description: str
-) -> None:
-    """`columns` maps each option (e.g. "label-column") to the column it names."""
-    for part, name in ((train, "training"), (validation, "validation")):
-        for option, column in columns.items():
-            if column not in part.column_names:
-                raise ValueError(
-                    f"The {name} rows of {description} have no column {column!r}; their columns are "
-                    f"{part.column_names}. Name the right one with --{option}."
-                )
-
-
-def _label_names(train: datasets.Dataset, validation: datasets.Dataset, column: str, description: str) -> list[str]:
-    """Class names in id order: a ClassLabel's names, or the sorted distinct labels of the training rows."""
-    feature = train.features.get(column)
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    seen = set(train.unique(column))
-    if None in seen:
-        raise ValueError(f"Some training rows of {description} have no {column!r} value; fill or drop them.")
-    if len(seen) < 2:
-        raise ValueError(
-            f"The training rows of {description} have a single label {sorted(map(str, seen))}; "
-            "classification needs at least two."
-        )
-    names = [str(label) for label in sorted(seen)]
-    unknown = sorted({str(label) for label in validation.unique(column)} - set(names))
-    if unknown:
-        raise ValueError(
-            f"The validation rows of {description} have labels {unknown} that no training row has "
-            f"(the label set is {names}). Fix the labels or add training rows for them."
-        )
-    return names
-
-
-def _check_choices(
-    train: datasets.Dataset, validation: datasets.Dataset, config: FinetuneConfig, description: str
-) -> None:
-    """Every example needs the same number of choices, and a label that indexes one of them."""
-    counts: dict[int, int] = {}
-    for part in (train, validation):
-        for index, (choices, label) in enumerate(
-            zip(part[config.choices_column], part[config.label_column], strict=True)
-        ):
-            if not isinstance(choices, (list, tuple)):
-                raise ValueError(
-                    f"Row {index} of {description}: --choices-column {config.choices_column!r} must hold a list "
-                    f"of answers, got {type(choices).__name__} {choices!r}."
-                )
-            counts.setdefault(len(choices), index)
-            if not isinstance(label, (int, np.integer)) or not 0 <= int(label) < len(choices):
-                raise ValueError(
-                    f"Row {index} of {description}: label {label!r} is not the index of one of its "
-                    f"{len(choices)} choices (0..{len(choices) - 1})."
-                )
-    if len(counts) > 1:
-        raise ValueError(
-            f"The rows of {description} have different numbers of choices: {sorted(counts)} (first seen at rows "
-            f"{counts}). Every example needs the same number; pad short ones with empty answers."
-        )
 
 
 def _with_lora(model: PreTrainedModel, config: FinetuneConfig) -> PreTrainedModel:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, TextStreamer
 
-from .checkpoints import load_model, load_tokenizer
+from .model_folders import load_model, load_tokenizer
 from .tokenization import pair_tokenizer_with_model
 
 

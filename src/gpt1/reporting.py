@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -11,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 from .data import hub_dataset_id
+from .metrics import read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -18,14 +18,6 @@ logger = logging.getLogger(__name__)
 # The first line of every card's usage example; `gpt1 push` rewrites it to the repo id it pushes to.
 MODEL_ID_LINE = 'model_id = "{}"  # this folder, or the Hub repo id it was pushed to'
 MODEL_ID_PATTERN = re.compile(r'^model_id = ".*"  # this folder, or the Hub repo id it was pushed to$', re.MULTILINE)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a folder or the file itself)."""
-    file = path / "metrics.jsonl" if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(f"No metrics.jsonl at {str(file)!r}: is this a gpt1 training run folder?")
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
 def write_loss_curve(run_dir: Path) -> Path | None:

@@ -32,6 +32,15 @@ def looks_like_local_path(name: str) -> bool:
     return "/" in name and Path(name.split("/", 1)[0]).is_dir()
 
 
+def check_folder_or_hub_repo(name: str, what: str, hint: str = "") -> None:
+    """The one rule for a model or tokenizer named by the user: a local folder that is there, or a Hub model
+    repo that is. Otherwise a clear error: at once for a path, within seconds for a Hub id."""
+    if not looks_like_local_path(name):
+        check_hub_repo(name, "model", what)
+    elif not os.path.isdir(os.path.expanduser(name)):
+        raise FileNotFoundError(f"No such {what} folder: {name!r}.{hint}")
+
+
 def check_hub_repo(name: str, repo_type: Literal["model", "dataset"], what: str) -> None:
     """A clear error, within a few seconds, when `name` is no local path and the Hub has no such repo or cannot
     be reached; nothing when it is there (or when working offline, where the Hub libraries read their cache)."""

@@ -131,28 +131,48 @@ def multiple_choice_inputs(
 ) -> BatchEncoding:
     """`<|start|> context <|delimiter|> answer <|classify|>` for every answer, `[batch, num_choices, seq]`."""
     _same_length(contexts=contexts, choices=choices)
-    counts = {len(options) for options in choices}
-    if len(counts) > 1:
-        uneven = {index: len(options) for index, options in enumerate(choices)}
-        raise ValueError(
-            f"Every example needs the same number of choices, got {uneven} (example: number of choices). "
-            "Pad the short ones with empty answers or drop the odd examples."
-        )
-    if counts == {0}:
-        raise ValueError("Each example needs at least one choice.")
+    check_choices(choices, labels)
     ids = task_token_ids(tokenizer)
     limit = max_length or tokenizer.model_max_length
     rows = []
     for context, options in zip(_encode(tokenizer, contexts), choices, strict=True):
         rows.append([_sequence(ids, [context, answer], limit) for answer in _encode(tokenizer, list(options))])
-    if labels is not None:
-        for index, label in enumerate(labels):
-            if not 0 <= int(label) < len(choices[index]):
-                raise ValueError(
-                    f"labels[{index}] = {label} is not a choice index; example {index} has "
-                    f"{len(choices[index])} choices (0..{len(choices[index]) - 1})."
-                )
     return _batch(rows, labels, ids.pad, return_tensors)
+
+
+def check_choices(
+    choices: Sequence[Sequence[str]],
+    labels: Sequence[int] | None = None,
+    *,
+    description: str = "The examples",
+    labels_name: str = "labels",
+) -> None:
+    """Every example has the same number of choices, at least one, and (with labels) a label that indexes one.
+
+    The one check of multiple-choice data: `multiple_choice_inputs` runs it on what it is given, and
+    `gpt1 finetune` on a whole dataset before encoding it (its batches must all have one shape).
+    """
+    first_with: dict[int, int] = {}  # number of choices -> the first example that has that many
+    for index, options in enumerate(choices):
+        first_with.setdefault(len(options), index)
+    if len(first_with) > 1:
+        uneven = {index: count for count, index in sorted(first_with.items(), key=lambda item: item[1])}
+        raise ValueError(
+            f"{description} have different numbers of choices {sorted(first_with)}. Every example needs the same "
+            f"number of choices, got {uneven} (example: number of choices). Pad the short ones with empty "
+            "answers or drop the odd examples."
+        )
+    if set(first_with) == {0}:
+        raise ValueError("Each example needs at least one choice.")
+    for index, label in enumerate(labels if labels is not None else []):
+        count = len(choices[index])
+        if not hasattr(label, "__index__"):  # an int or a numpy integer, not "1" or 1.0
+            raise ValueError(f"{labels_name}[{index}] = {label!r} is not a choice index (an integer).")
+        if not 0 <= int(label) < count:
+            raise ValueError(
+                f"{labels_name}[{index}] = {label} is not a choice index; example {index} has {count} choices "
+                f"(0..{count - 1})."
+            )
 
 
 @dataclass

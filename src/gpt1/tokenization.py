@@ -15,6 +15,7 @@ from typing import Literal
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .columns import require_columns
 from .model import GPT1Config
 
 PAD_TOKEN = "<|pad|>"  # nosec B105
@@ -154,12 +155,7 @@ def _texts_from(source: object, text_column: str) -> Iterable[str]:
     import datasets  # imported here: it is slow to import, and most callers never need it
 
     if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
-        # A stream may not know its columns until read: then look at its first row.
-        columns = source.column_names or list(next(iter(source), {}))
-        if text_column not in columns:
-            raise ValueError(
-                f"The dataset has no column {text_column!r}; its columns are {columns}. Pass text_column=."
-            )
+        require_columns(source, {"text_column=": text_column}, "The dataset")
         if isinstance(source, datasets.Dataset):
             return (text for batch in source.iter(batch_size=_BATCH) for text in batch[text_column])
         return (row[text_column] for row in source)
@@ -254,8 +250,7 @@ def tokenize_dataset(
     free; `num_proc` tokenizes in several processes. No special tokens are added and nothing is
     truncated: packing into blocks is the trainer's job.
     """
-    if text_column not in (dataset.column_names or []):
-        raise ValueError(f"The dataset has no column {text_column!r}; its columns are {dataset.column_names}.")
+    require_columns(dataset, {"text_column=": text_column}, "The dataset")
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
 

@@ -12,68 +12,44 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .checkpoints import give_normal_permissions, load_model
+from .checkpoints import (
+    TRAIN_CONFIG,
+    TrainingProgress,
+    check_resumable,
+    drop_tied_copies,
+    failpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    save_checkpoint,
+)
 from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
 from .hub import push_folder
+from .metrics import append_record, restart_metrics
 from .model import GPT1Config, GPT1ForCausalLM
+from .model_folders import give_normal_permissions, load_model
 from .options import ResolvedTrainConfig, TrainConfig
 from .reporting import write_loss_curve, write_model_card
-from .sources import check_hub_repo, looks_like_local_path
+from .sources import check_folder_or_hub_repo
 from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
 
 STREAM_SHUFFLE_BUFFER = 10_000  # blocks
 STREAM_TOKENIZER_ROWS = 100_000
 
 
-@dataclass
-class TrainingProgress:
-    """Where the run is: saved with every checkpoint so that a resumed run continues on the same batch."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    tokens_seen: int = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-
 class TrainingDivergedError(RuntimeError):
     pass
-
-
-FAILPOINT_VARIABLE = "GPT1_FAILPOINT"
-# The run's position and learning-rate schedule in each checkpoint, as JSON data.
-TRAINER_STATE = "trainer_state.json"
-TRAIN_CONFIG = "train_config.json"  # the options of the run, in the folder and in each checkpoint
-
-
-def _failpoint(name: str, step: int) -> None:
-    """Fault injection for the crash-safety tests: with GPT1_FAILPOINT="NAME@STEP" the run kills itself
-    with SIGKILL on reaching that point, as `kill -9` or the OOM killer would. Unset, it does nothing.
-
-    Points: "step" (after an optimizer step), "checkpoint-write" (mid-write), "checkpoint-written"
-    (complete, not yet renamed), "checkpoint-renamed" (before old ones are pruned), "final-save".
-    """
-    if os.environ.get(FAILPOINT_VARIABLE) == f"{name}@{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def train(config: TrainConfig) -> Path:
@@ -88,10 +64,10 @@ def train(config: TrainConfig) -> Path:
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
-    accelerator.register_save_state_pre_hook(_drop_tied_copies)
+    accelerator.register_save_state_pre_hook(drop_tied_copies)
     set_seed(config.seed)
     _claim_output_dir(output_dir, config, accelerator)
-    checkpoint = _latest_checkpoint(output_dir) if config.resume else None
+    checkpoint = latest_checkpoint(output_dir) if config.resume else None
 
     with accelerator.main_process_first():
         corpus = load_corpus(
@@ -106,17 +82,9 @@ def train(config: TrainConfig) -> Path:
         model = _model(config, tokenizer)
         pair_tokenizer_with_model(tokenizer, model)
         if checkpoint is not None:
-            _check_resumable(checkpoint, model)
+            check_resumable(checkpoint, model)
         tokenizer.model_max_length = model.config.n_positions
         packed = pack_corpus(corpus, tokenizer, block_size=config.block_size)
-    for name, part in (("training", corpus.train), ("validation", corpus.validation)):
-        if next(iter(packed[name]), None) is None:
-            texts = [row[corpus.text_column] for row in itertools.islice(part, 1000)]
-            tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])
-            raise ValueError(
-                f"The {name} text of {corpus.description} has about {tokens} tokens, fewer than one block of "
-                f"{config.block_size}. Use more text, a smaller --block-size, or a different --val-fraction."
-            )
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -140,8 +108,8 @@ def train(config: TrainConfig) -> Path:
         _parameter_groups(model, config.weight_decay),
         lr=config.lr,
         betas=(config.beta1, config.beta2),
-        # One fused kernel per step instead of a chain of foreach ops: on CPU 3.8× faster at nanoGPT's
-        # 4×128 size and 7.6× at the paper's 12×768 (400 → 53 ms a step), the same on CUDA.
+        # One fused kernel per step instead of a chain of foreach ops, on CPU and CUDA (the README's
+        # Performance section has the measured gain).
         fused=accelerator.device.type in ("cpu", "cuda"),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
@@ -152,7 +120,7 @@ def train(config: TrainConfig) -> Path:
     # pickle them and unpickle them with weights_only=False: a checkpoint must not be able to run code.
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        _load_trainer_state(checkpoint, scheduler, progress)
+        load_trainer_state(checkpoint, scheduler, progress)
         accelerator.print(f"Resumed from {checkpoint} at step {progress.step}.")
     elif config.resume:
         accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
@@ -161,15 +129,22 @@ def train(config: TrainConfig) -> Path:
     accelerator.print(_plan(config, model, train_blocks, val_blocks, accelerator.num_processes, output_dir))
     accelerator.init_trackers("gpt1", config={k: v for k, v in asdict(config).items() if not isinstance(v, list)})
 
-    metrics_file = output_dir / "metrics.jsonl"
-    if accelerator.is_main_process and metrics_file.exists():
-        # A fresh run starts a fresh file; a resumed one drops what was logged after its checkpoint.
-        kept = [] if checkpoint is None else _records_up_to(metrics_file, progress.step)
-        metrics_file.write_text("".join(line + "\n" for line in kept))
-    _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir)
+    if accelerator.is_main_process:
+        restart_metrics(output_dir, resumed_at_step=progress.step if checkpoint is not None else None)
+    _run(
+        accelerator,
+        config,
+        model,
+        optimizer,
+        scheduler,
+        loaders=(train_loader, val_loader),
+        tokenizer=tokenizer,
+        progress=progress,
+        output_dir=output_dir,
+    )
 
     accelerator.wait_for_everyone()
-    _failpoint("final-save", progress.step)
+    failpoint("final-save", progress.step)
     final_model = accelerator.unwrap_model(model)
     final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
@@ -190,7 +165,20 @@ def train(config: TrainConfig) -> Path:
     return output_dir
 
 
-def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loader, tokenizer, progress, output_dir):
+def _run(
+    accelerator: Accelerator,
+    config: ResolvedTrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    loaders: tuple[DataLoader, DataLoader],
+    tokenizer: PreTrainedTokenizerBase,
+    progress: TrainingProgress,
+    output_dir: Path,
+) -> None:
+    """The loop: optimizer steps until `config.max_steps`, evaluating, sampling and checkpointing as it goes."""
+    train_loader, val_loader = loaders
     batches = _batches(accelerator, train_loader, progress)
     bar = tqdm(
         total=config.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="train"
@@ -212,7 +200,7 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
             loss_sum += loss.detach()
         step_loss = accelerator.reduce(loss_sum / config.grad_accum, reduction="mean").item()
         if not math.isfinite(step_loss):
-            last = _latest_checkpoint(output_dir)
+            last = latest_checkpoint(output_dir)
             raise TrainingDivergedError(
                 f"The training loss is {step_loss} at step {progress.step + 1}; stopping. "
                 + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
@@ -220,7 +208,7 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
             )
         scheduler.step()
         progress.step += 1
-        _failpoint("step", progress.step)
+        failpoint("step", progress.step)
         progress.tokens_seen += tokens_per_step
         steps_timed += 1
         tokens_per_s = steps_timed * tokens_per_step / (time.perf_counter() - started)
@@ -246,13 +234,12 @@ def _run(accelerator, config, model, optimizer, scheduler, train_loader, val_loa
                     f"step {progress.step}: train {step_loss:.4f}, val {val_loss:.4f} "
                     f"(ppl {record['val_perplexity']:.2f})\n--- sample ---\n{sample}\n--------------"
                 )
-                with (output_dir / "metrics.jsonl").open("a") as file:
-                    file.write(json.dumps(record) + "\n")
+                append_record(output_dir, record)
                 write_loss_curve(output_dir)
             model.train()
         if progress.step % config.save_every == 0 and progress.step < config.max_steps:
             trainer_state = {"progress": progress.state_dict(), "scheduler": scheduler.state_dict()}
-            _save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints, trainer_state)
+            save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints, trainer_state)
     bar.close()
 
 
@@ -308,46 +295,6 @@ def _sample(model, tokenizer: PreTrainedTokenizerBase, config: ResolvedTrainConf
     return str(tokenizer.decode(output[0], skip_special_tokens=True))
 
 
-def _load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress) -> None:
-    state_file = checkpoint / TRAINER_STATE
-    if not state_file.is_file():
-        raise ValueError(
-            f"--resume: {str(checkpoint)!r} has no {TRAINER_STATE} (it was written by an older gpt1, or is not a "
-            "gpt1 checkpoint), so the run's position is unknown. Start a new run in a fresh --output-dir."
-        )
-    state = json.loads(state_file.read_text())
-    scheduler.load_state_dict(state["scheduler"])
-    progress.load_state_dict(state["progress"])
-
-
-def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, trainer_state: dict) -> None:
-    """Accelerate `save_state` into a temporary folder, then one rename: a checkpoint is complete or absent."""
-    checkpoints = output_dir / "checkpoints"
-    final, temporary = checkpoints / f"step-{step:08d}", checkpoints / f".tmp-step-{step:08d}"
-    if accelerator.is_main_process:
-        for half_written in checkpoints.glob(".tmp-step-*"):  # left by a run killed mid-write
-            shutil.rmtree(half_written, ignore_errors=True)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        # Weights, optimizer and RNG states are on disk, the run's position not yet: a kill here leaves a
-        # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
-        _failpoint("checkpoint-write", step)
-        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
-        # The options of the run that wrote this checkpoint travel with it, so a resume is told the right ones.
-        shutil.copy2(output_dir / TRAIN_CONFIG, temporary / TRAIN_CONFIG)
-        give_normal_permissions(temporary)
-        _failpoint("checkpoint-written", step)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
-        _failpoint("checkpoint-renamed", step)
-        for old in _checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def _plan(config: ResolvedTrainConfig, model, train_blocks, val_blocks, processes: int, output_dir: Path) -> str:
     """One line saying, before the first step, what the run will do and where it goes."""
     parameters = sum(parameter.numel() for parameter in model.parameters())  # a tied matrix counts once
@@ -377,7 +324,7 @@ def _claim_output_dir(output_dir: Path, config: ResolvedTrainConfig, accelerator
         what = []
         if (output_dir / "model.safetensors").exists() or (output_dir / "model.safetensors.index.json").exists():
             what.append("a trained model")
-        if checkpoints := _checkpoints(output_dir):
+        if checkpoints := list_checkpoints(output_dir):
             what.append(f"{len(checkpoints)} checkpoint(s), the latest {checkpoints[-1].name}")
         described = " and ".join(what) or f"{len(held)} file(s): {', '.join(held[:4])}"
         raise ValueError(
@@ -390,70 +337,10 @@ def _claim_output_dir(output_dir: Path, config: ResolvedTrainConfig, accelerator
     accelerator.wait_for_everyone()
 
 
-def _drop_tied_copies(models: list, weights: list[dict], output_dir: str) -> None:
-    """Checkpoints keep one copy of tied weights, as `save_pretrained` does. (Accelerate would drop the
-    copy itself, with a warning asking the user to check the reload; loading ties it back.)"""
-    for state in weights:
-        seen: set[int] = set()
-        for key, tensor in list(state.items()):
-            if isinstance(tensor, torch.Tensor):
-                storage = tensor.untyped_storage().data_ptr()
-                if storage in seen:
-                    del state[key]  # a later name of an earlier tensor: lm_head.weight
-                seen.add(storage)
-
-
 def _distributed_on_cpu() -> bool:
     """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
     DDP, or each process silently trains alone."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
-def _check_resumable(checkpoint: Path, model: torch.nn.Module) -> None:
-    """A clear error, before anything is written, when the checkpoint holds a different model than the
-    options describe (Accelerate would stop with a long state-dict error deep in loading)."""
-    weights = checkpoint / "model.safetensors"
-    if not weights.is_file():
-        return  # sharded or otherwise saved: leave it to Accelerate
-    with safe_open(str(weights), framework="pt") as saved:
-        saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
-    built_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    missing = sorted(set(built_shapes) - set(saved_shapes) - {"lm_head.weight"})  # the tied head is not saved
-    different = [
-        f"{name} {saved_shapes[name]} vs {shape}"
-        for name, shape in built_shapes.items()
-        if name in saved_shapes and saved_shapes[name] != shape
-    ]
-    if missing or different:
-        details = ", ".join(different[:2] + [f"{name} missing" for name in missing[:2]])
-        raise ValueError(
-            f"--resume: the checkpoint {str(checkpoint)!r} holds a different model than these options build "
-            f"({details}). Resume with the options of the run that wrote it (saved in "
-            f"{str(checkpoint / TRAIN_CONFIG)!r}), or train into a new --output-dir."
-        )
-
-
-def _records_up_to(metrics_file: Path, step: int) -> list[str]:
-    """The metrics lines logged up to `step`; a last line cut short by a kill is dropped."""
-    kept = []
-    for line in metrics_file.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record["step"] <= step:
-            kept.append(line)
-    return kept
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    folder = output_dir / "checkpoints"
-    return sorted(folder.glob("step-*")) if folder.is_dir() else []
-
-
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    found = _checkpoints(output_dir)
-    return found[-1] if found else None
 
 
 def _tokenizer(
@@ -467,11 +354,7 @@ def _tokenizer(
         # From a stream, the tokenizer learns from its first rows rather than reading it all.
         source = corpus.train.take(STREAM_TOKENIZER_ROWS) if config.streaming else corpus.train
         return train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
-    if looks_like_local_path(config.tokenizer):
-        if not os.path.isdir(config.tokenizer):
-            raise FileNotFoundError(f"No tokenizer folder at {config.tokenizer!r}.")
-    else:
-        check_hub_repo(config.tokenizer, "model", "tokenizer")
+    check_folder_or_hub_repo(config.tokenizer, "tokenizer", " Pass bpe, char, a tokenizer folder or a Hub id.")
     return AutoTokenizer.from_pretrained(config.tokenizer)  # the tokenizer the user names  # nosec B615
 
 

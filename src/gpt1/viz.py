@@ -21,7 +21,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "or `pip install matplotlib`."
     ) from error
 
-from .reporting import read_metrics
+from .metrics import read_metrics
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:

@@ -297,7 +297,7 @@ class GPT1PreTrainedModel(PreTrainedModel):
         "attentions": OutputRecorder(GPT1Attention, index=1),
     }
     # Logits per chunk of the chunked language-modelling loss: 16M (64 MB in fp32), about 400 rows at
-    # GPT-1's vocabulary. Smaller chunks make thinner matrix multiplies: 4M was 15% slower on a CPU.
+    # GPT-1's vocabulary. Smaller chunks make thinner matrix multiplies, which were measured slower on a CPU.
     lm_loss_chunk_logits = 1 << 24
 
     def resize_token_embeddings(
@@ -602,6 +602,45 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
         last_real = (positions * is_real.to(hidden_states.device)).argmax(-1)
         return hidden_states[torch.arange(batch_size, device=hidden_states.device), last_real]
 
+    def _run_on_sequences(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        rows: int | None,
+        **decoder_kwargs,
+    ) -> tuple[BaseModelOutputWithPast, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The decoder over each sequence, and each sequence's last-real-token state (what GPT-1 classifies).
+
+        With `rows` (batch × k), `[batch, k, seq]` inputs (k choices, or k orders of a pair) are flattened
+        into `rows` sequences first. Returns the decoder's outputs, the pooled states `[sequences, n_embd]`,
+        and the flat input ids and mask (for the auxiliary LM loss).
+        """
+        if rows is not None:
+            input_ids, attention_mask, position_ids, inputs_embeds = (
+                _merge_leading_dims(tensor, rows) for tensor in (input_ids, attention_mask, position_ids, inputs_embeds)
+            )
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **decoder_kwargs,
+        )
+        pooled = self._last_token_states(cast(torch.Tensor, outputs.last_hidden_state), input_ids, attention_mask)
+        return outputs, pooled, input_ids, attention_mask
+
+    def _with_auxiliary_lm_loss(
+        self,
+        task_loss: torch.Tensor,
+        outputs: BaseModelOutputWithPast,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        lm_loss = self._auxiliary_lm_loss(cast(torch.Tensor, outputs.last_hidden_state), input_ids, attention_mask)
+        return task_loss if lm_loss is None else task_loss + lm_loss
+
     def _auxiliary_lm_loss(
         self, hidden_states: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
     ) -> torch.Tensor | None:
@@ -658,33 +697,23 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
             `[batch, num_labels]` multi-hot floats (multi-label).
         """
         batch_size, orders = _leading_dims(input_ids, inputs_embeds, sequence_dims=2)
-        if orders is not None:
-            input_ids, attention_mask, position_ids, inputs_embeds = (
-                _merge_leading_dims(tensor, batch_size * orders)
-                for tensor in (input_ids, attention_mask, position_ids, inputs_embeds)
-            )
-            use_cache = False
-        outputs: BaseModelOutputWithPast = self.transformer(
+        outputs, pooled, flat_input_ids, flat_mask = self._run_on_sequences(
             input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
+            attention_mask,
+            position_ids,
+            inputs_embeds,
+            rows=None if orders is None else batch_size * orders,
             cache=_one_cache(cache, past_key_values),
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
+            use_cache=use_cache if orders is None else False,
             **kwargs,
         )
-        hidden_states = cast(torch.Tensor, outputs.last_hidden_state)
-        pooled = self._last_token_states(hidden_states, input_ids, attention_mask)
         if orders is not None:
-            pooled = pooled.view(batch_size, orders, -1).sum(1)
+            pooled = pooled.view(batch_size, orders, -1).sum(1)  # GPT-1 adds the two orders' representations
         logits = self.classifier(self.classifier_dropout(pooled))
 
         loss = None
         if labels is not None:
-            loss = self._task_loss(logits, labels)
-            lm_loss = self._auxiliary_lm_loss(hidden_states, input_ids, attention_mask)
-            if lm_loss is not None:
-                loss = loss + lm_loss
+            loss = self._with_auxiliary_lm_loss(self._task_loss(logits, labels), outputs, flat_input_ids, flat_mask)
 
         return SequenceClassifierOutputWithPast(
             loss=loss,
@@ -746,33 +775,28 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         if num_choices is None:
             shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape)  # type: ignore[union-attr]
             raise ValueError(f"GPT1ForMultipleChoice expects inputs of shape [batch, num_choices, seq], got {shape}.")
-        rows = batch_size * num_choices
-        flat_input_ids, flat_mask = _merge_leading_dims(input_ids, rows), _merge_leading_dims(attention_mask, rows)
-        outputs: BaseModelOutputWithPast = self.transformer(
-            flat_input_ids,
-            attention_mask=flat_mask,
-            position_ids=_merge_leading_dims(position_ids, rows),
-            inputs_embeds=_merge_leading_dims(inputs_embeds, rows),
+        outputs, pooled, flat_input_ids, flat_mask = self._run_on_sequences(
+            input_ids,
+            attention_mask,
+            position_ids,
+            inputs_embeds,
+            rows=batch_size * num_choices,
             use_cache=False,
             **kwargs,
         )
-        hidden_states = cast(torch.Tensor, outputs.last_hidden_state)
-        pooled = self._last_token_states(hidden_states, flat_input_ids, flat_mask)
         logits = self.classifier(self.classifier_dropout(pooled)).view(batch_size, num_choices)
 
         loss = None
         if labels is not None:
             choice_labels = labels.to(logits.device).view(-1)
-            loss = _index_checked(
+            choice_loss = _index_checked(
                 lambda: nn.functional.cross_entropy(logits, choice_labels),
                 lambda: (
                     f"labels contain choice {_out_of_range(choice_labels)}, but each example has "
                     f"{num_choices} choices (0..{num_choices - 1})."
                 ),
             )
-            lm_loss = self._auxiliary_lm_loss(hidden_states, flat_input_ids, flat_mask)
-            if lm_loss is not None:
-                loss = loss + lm_loss
+            loss = self._with_auxiliary_lm_loss(choice_loss, outputs, flat_input_ids, flat_mask)
 
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
