@@ -66,12 +66,6 @@ def register_models() -> None:
         auto_class.register(configuration_gpt1.GPT1Config, getattr(modeling_gpt1, model_name), exist_ok=True)
 
 
-def register_auto_classes() -> None:
-    """Register everything now (imports torch and transformers)."""
-    register_config()
-    register_models()
-
-
 REGISTER = {"config": register_config, "models": register_models}
 
 
