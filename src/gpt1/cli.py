@@ -38,6 +38,12 @@ def _add_options(parser: argparse.ArgumentParser, config_class: type) -> None:
             parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    """--model and --revision, for the commands that read a model."""
+    parser.add_argument("--model", required=True, help="model folder or Hub repo id")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+
+
 def _train(args: argparse.Namespace) -> int:
     from .train import train
 
@@ -193,8 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or head. With --query-token, bar charts of where that token attends in each layer.",
     )
     attention.add_argument("text", help="the text to look at")
-    attention.add_argument("--model", required=True, help="model folder or Hub repo id")
-    attention.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    _add_model_source(attention)
     attention.add_argument("--out", default="attention.png", help="the PNG to write (default attention.png)")
     attention.add_argument("--layer", default="all", help="a layer index, or all (default)")
     attention.add_argument("--head", default="mean", help="a head index, all, or mean over heads (default)")
@@ -219,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream text generated from PROMPT to stdout.",
     )
     generate.add_argument("prompt", help="the text to continue")
-    generate.add_argument("--model", required=True, help="model folder or Hub repo id")
-    generate.add_argument("--revision", default=None, help="branch, tag or commit of a Hub model")
+    _add_model_source(generate)
     generate.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate (default 100)")
     generate.add_argument("--temperature", type=float, default=0.8, help="0 means greedy decoding (default 0.8)")
     generate.add_argument("--top-k", type=int, default=50, help="0 disables top-k filtering (default 50)")

@@ -6,7 +6,7 @@ metadata), and they import only the standard library, so `gpt1 --help` prints wi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 # Model sizes and the schedule that suits each. "tiny" is the README's main job, under two minutes on
@@ -30,6 +30,11 @@ TASKS = ("causal-lm", "classification", "multiple-choice")
 # it stays at chance on a 200-row classification set. 3e-4 for 10 epochs learns on both (the README has
 # the accuracies); 1e-3 learns on the tiny preset but not on the small one.
 RECIPES = {"paper-size": ("GPT-1's recipe", 6.25e-5, 3.0), "smaller": ("the small-model recipe", 3e-4, 10.0)}
+
+
+# The default of the options a preset sets: `TrainConfig.__post_init__` replaces it with the preset's value,
+# so the fields are typed by the value they always hold once the config exists.
+FROM_PRESET: Any = None
 
 
 def option(default: Any = None, help: str = "") -> Any:
@@ -58,7 +63,7 @@ def _check_mixed_precision(value: str) -> None:
 
 @dataclass
 class TrainConfig:
-    """Every `gpt1 train` option; `None` means "the preset's value"."""
+    """Every `gpt1 train` option. Those a preset sets hold the preset's value unless given."""
 
     output_dir: str = option("runs/gpt1-tiny", "where the model folder, checkpoints and metrics go")
     # data
@@ -76,22 +81,22 @@ class TrainConfig:
     )
     # tokenizer and model
     tokenizer: str = option("bpe", "bpe or char (trained on the data), or a tokenizer folder / Hub id")
-    vocab_size: int | None = option(None, "BPE vocabulary size (default: the preset's)")
+    vocab_size: int = option(FROM_PRESET, "BPE vocabulary size (default: the preset's)")
     preset: str = option("tiny", _preset_help())
-    n_layer: int | None = option(None, "number of layers (default: the preset's)")
-    n_head: int | None = option(None, "number of attention heads (default: the preset's)")
-    n_embd: int | None = option(None, "width (default: the preset's)")
+    n_layer: int = option(FROM_PRESET, "number of layers (default: the preset's)")
+    n_head: int = option(FROM_PRESET, "number of attention heads (default: the preset's)")
+    n_embd: int = option(FROM_PRESET, "width (default: the preset's)")
     dropout: float = option(0.1, "dropout on embeddings, attention and residuals")
-    n_positions: int | None = option(None, "model context (default: the block size)")
-    block_size: int | None = option(None, "training sequence length (default: the preset's)")
+    n_positions: int = option(FROM_PRESET, "model context (default: the block size)")
+    block_size: int = option(FROM_PRESET, "training sequence length (default: the preset's)")
     init_from: str | None = option(None, "start from this model folder or Hub id instead of from scratch")
     # optimisation
-    batch_size: int | None = option(None, "sequences per device per micro-batch (default: the preset's)")
+    batch_size: int = option(FROM_PRESET, "sequences per device per micro-batch (default: the preset's)")
     grad_accum: int = option(1, "micro-batches per optimizer step")
-    max_steps: int | None = option(None, "optimizer steps to train (default: the preset's)")
-    lr: float | None = option(None, "peak learning rate (default: the preset's)")
-    min_lr: float | None = option(None, "learning rate at the end of the cosine decay (default: the preset's)")
-    warmup_steps: int | None = option(None, "linear warmup steps (default: the preset's)")
+    max_steps: int = option(FROM_PRESET, "optimizer steps to train (default: the preset's)")
+    lr: float = option(FROM_PRESET, "peak learning rate (default: the preset's)")
+    min_lr: float = option(FROM_PRESET, "learning rate at the end of the cosine decay (default: the preset's)")
+    warmup_steps: int = option(FROM_PRESET, "linear warmup steps (default: the preset's)")
     weight_decay: float = option(0.01, "AdamW weight decay on weight matrices")
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.999, "AdamW beta2")
@@ -100,7 +105,7 @@ class TrainConfig:
     compile: bool = option(False, "compile the model with torch.compile")
     seed: int = option(1337, "random seed")
     # seeing it learn
-    eval_every: int | None = option(None, "evaluate and sample every N steps (default: the preset's)")
+    eval_every: int = option(FROM_PRESET, "evaluate and sample every N steps (default: the preset's)")
     eval_batches: int = option(20, "validation batches per evaluation")
     sample_prompt: str = option("The", "prompt of the samples written at each evaluation")
     sample_tokens: int = option(64, "tokens per sample")
@@ -108,7 +113,7 @@ class TrainConfig:
         default_factory=list, metadata={"help": "Accelerate trackers, e.g. tensorboard (repeatable)"}
     )
     # checkpoints
-    save_every: int | None = option(None, "write a checkpoint every N steps (default: the preset's)")
+    save_every: int = option(FROM_PRESET, "write a checkpoint every N steps (default: the preset's)")
     keep_checkpoints: int = option(2, "checkpoints to keep")
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = option(False, "delete what --output-dir holds (an earlier run, its checkpoints) before training")
@@ -117,52 +122,31 @@ class TrainConfig:
         None, "upload the finished folder to this Hub repo (needs `hf auth login` or HF_TOKEN)"
     )
 
-    def resolved(self) -> ResolvedTrainConfig:
-        """A copy with every preset-dependent option filled in, checked before anything runs."""
+    def __post_init__(self) -> None:
+        """Fill each option left at FROM_PRESET with the preset's value, and check the whole, before anything
+        runs. (transformers' TrainingArguments resolves its derived options the same way.)"""
         if self.preset not in PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
-        if self.vocab_size is not None and self.tokenizer != "bpe":
+        if self.vocab_size is not FROM_PRESET and self.tokenizer != "bpe":
             raise ValueError(
                 f"--vocab-size {self.vocab_size} conflicts with --tokenizer {self.tokenizer!r}: it sizes the BPE "
                 "tokenizer trained for the run, while a char tokenizer has one token per character and a "
                 "saved tokenizer keeps its own size. Drop --vocab-size, or use --tokenizer bpe."
             )
-        values = asdict(self)
         for name, value in PRESETS[self.preset].items():
-            if values.get(name) is None:
-                values[name] = value
-        if values["n_positions"] is None:
+            if getattr(self, name) is FROM_PRESET:
+                setattr(self, name, value)
+        if self.n_positions is FROM_PRESET:
             # Position embeddings past the training length would never be trained.
-            values["n_positions"] = values["block_size"]
-        config = ResolvedTrainConfig(**values)
-        _check_mixed_precision(config.mixed_precision)
-        _check_positive(config, ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "block_size"))
-        if config.keep_checkpoints < 1:
-            raise ValueError(f"--keep-checkpoints must be at least 1, got {config.keep_checkpoints}.")
-        if config.resume and config.overwrite:
+            self.n_positions = self.block_size
+        _check_mixed_precision(self.mixed_precision)
+        _check_positive(self, ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "block_size"))
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}.")
+        if self.resume and self.overwrite:
             raise ValueError(
                 "--resume continues the run in --output-dir and --overwrite deletes it: choose one of them."
             )
-        return config
-
-
-@dataclass
-class ResolvedTrainConfig(TrainConfig):
-    """A TrainConfig whose preset-dependent options all have values (see `TrainConfig.resolved`)."""
-
-    vocab_size: int = 0
-    n_layer: int = 0
-    n_head: int = 0
-    n_embd: int = 0
-    n_positions: int = 0
-    block_size: int = 0
-    batch_size: int = 0
-    max_steps: int = 0
-    lr: float = 0.0
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-    eval_every: int = 0
-    save_every: int = 0
 
 
 @dataclass

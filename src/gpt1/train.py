@@ -39,7 +39,7 @@ from .hub import push_folder
 from .metrics import append_record, restart_metrics
 from .model import GPT1Config, GPT1ForCausalLM
 from .model_folders import give_normal_permissions, load_model
-from .options import ResolvedTrainConfig, TrainConfig
+from .options import TrainConfig
 from .reporting import write_loss_curve, write_model_card
 from .sources import check_folder_or_hub_repo
 from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
@@ -54,7 +54,6 @@ class TrainingDivergedError(RuntimeError):
 
 def train(config: TrainConfig) -> Path:
     """Train a GPT-1 as `config` says and return the output folder (a shareable HF model folder)."""
-    config = config.resolved()
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(
         cpu=_distributed_on_cpu(),
@@ -167,7 +166,7 @@ def train(config: TrainConfig) -> Path:
 
 def _run(
     accelerator: Accelerator,
-    config: ResolvedTrainConfig,
+    config: TrainConfig,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -275,7 +274,7 @@ def _evaluate(accelerator, model, loader, max_batches: int) -> float:
 
 
 @torch.no_grad()
-def _sample(model, tokenizer: PreTrainedTokenizerBase, config: ResolvedTrainConfig) -> str:
+def _sample(model, tokenizer: PreTrainedTokenizerBase, config: TrainConfig) -> str:
     """A sample from the prompt, drawn with its own seed so that the run's random state is untouched
     (a resumed run must see the same random numbers as an uninterrupted one)."""
     model.eval()
@@ -295,7 +294,7 @@ def _sample(model, tokenizer: PreTrainedTokenizerBase, config: ResolvedTrainConf
     return str(tokenizer.decode(output[0], skip_special_tokens=True))
 
 
-def _plan(config: ResolvedTrainConfig, model, train_blocks, val_blocks, processes: int, output_dir: Path) -> str:
+def _plan(config: TrainConfig, model, train_blocks, val_blocks, processes: int, output_dir: Path) -> str:
     """One line saying, before the first step, what the run will do and where it goes."""
     parameters = sum(parameter.numel() for parameter in model.parameters())  # a tied matrix counts once
     per_step = config.batch_size * config.grad_accum * processes * config.block_size
@@ -311,7 +310,7 @@ def _plan(config: ResolvedTrainConfig, model, train_blocks, val_blocks, processe
     )
 
 
-def _claim_output_dir(output_dir: Path, config: ResolvedTrainConfig, accelerator: Accelerator) -> None:
+def _claim_output_dir(output_dir: Path, config: TrainConfig, accelerator: Accelerator) -> None:
     """Refuse to train into a folder that holds something, unless told to continue it or to replace it.
 
     A new run into an old run's folder would overwrite its model and mix its checkpoints and metrics
@@ -343,9 +342,7 @@ def _distributed_on_cpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
-def _tokenizer(
-    config: ResolvedTrainConfig, corpus: Corpus, output_dir: Path, resuming: bool
-) -> PreTrainedTokenizerBase:
+def _tokenizer(config: TrainConfig, corpus: Corpus, output_dir: Path, resuming: bool) -> PreTrainedTokenizerBase:
     if resuming and (output_dir / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(output_dir)  # the run's own folder, not the Hub  # nosec B615
     if config.tokenizer in ("bpe", "char"):
@@ -358,7 +355,7 @@ def _tokenizer(
     return AutoTokenizer.from_pretrained(config.tokenizer)  # the tokenizer the user names  # nosec B615
 
 
-def _model(config: ResolvedTrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _model(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     model: PreTrainedModel
     if config.init_from is not None:
         model = load_model(GPT1ForCausalLM, config.init_from, dtype=torch.float32)
@@ -399,7 +396,7 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _schedule(config: ResolvedTrainConfig):
+def _schedule(config: TrainConfig):
     """Linear warmup to `lr`, then cosine decay to `min_lr` at `max_steps` (as a multiplier of `lr`)."""
     floor = config.min_lr / config.lr if config.lr else 0.0
 
