@@ -14,7 +14,7 @@ training      Tokens/s of one step (forward, backward of the LM loss, AdamW) and
               the same loop, optimizer (fused AdamW where torch has it) and batches. Rounds are
               interleaved, each model going first in turn, so drifts of the machine hit all alike;
               each model's median over rounds, and ratios ours/theirs. Ours runs as `gpt1 train` builds
-              it: embedding rows padded to a multiple of 64, the chunked language-modelling loss.
+              it: the output layer padded to a multiple of 64 rows inside the loss, the chunked language-modelling loss.
 generation    Tokens/s of greedy `generate` of exactly N new tokens (default 256) from a 16-token prompt,
               at batch 1 and batch 8, best of the rounds; ours and openai-gpt start from identical
               weights, so their greedy outputs are compared too.
@@ -231,7 +231,7 @@ def dimensions(sizes: dict) -> dict:
 
 
 def build_gpt1(sizes: dict, seed: int, device: torch.device) -> GPT1ForCausalLM:
-    """Our model alone, as `gpt1 train` builds it (padded embedding rows), dropout off."""
+    """Our model alone, as `gpt1 train` builds it (vocabulary padded to 64 inside the loss), dropout off."""
     torch.manual_seed(seed)
     config = GPT1Config(**dimensions(sizes), **DROPOUT_OFF, vocab_padding_multiple=VOCAB_PADDING_MULTIPLE)
     return GPT1ForCausalLM(config).to(device)
@@ -245,9 +245,6 @@ def build_models(sizes: dict, seed: int, device: torch.device) -> dict[str, nn.M
     config.vocab_padding_multiple = VOCAB_PADDING_MULTIPLE
     ours = GPT1ForCausalLM(config)
     state_dict = gpt1_state_dict_from_openai(openai_gpt.state_dict(), sizes["n_layer"])
-    embeddings = state_dict["transformer.token_embeddings.weight"]
-    padding = embeddings.new_zeros(config.padded_vocab_size - config.vocab_size, embeddings.shape[1])
-    state_dict["transformer.token_embeddings.weight"] = torch.cat([embeddings, padding])
     missing, unexpected = ours.load_state_dict(state_dict, strict=False)
     if set(missing) - {"lm_head.weight"} or unexpected:
         raise RuntimeError(f"Weight conversion left keys unmatched: missing {missing}, unexpected {unexpected}.")

@@ -13,10 +13,20 @@ from gpt1.options import PRESETS, FinetuneConfig, TrainConfig
 
 from .helpers import gpt1_cli
 
-HEAVY = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "numpy", "safetensors", "huggingface_hub")
+HEAVY = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "numpy",
+    "safetensors",
+    "huggingface_hub",
+    "lm_eval",
+)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["finetune"], ["generate"], ["attention"], ["push"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["finetune"], ["generate"], ["attention"], ["push"], ["eval"]])
 def test_help_imports_no_heavy_library(command):
     # `gpt1 --help` used to take 4-5 s, all of it importing torch and transformers to print text.
     program = (

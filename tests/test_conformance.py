@@ -161,22 +161,31 @@ def test_prefill_and_decode_step_export(model, config):
 # --- Padding-free (packed) rows ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-@pytest.mark.parametrize("training", [True, False])
-def test_packed_row_gives_each_sequence_its_own_logits(config, implementation, training):
-    """Sequences packed in one row, positions restarting at 0: longer in all than n_positions (64)."""
+PACKED_MODES = {  # (training, keyword arguments of the forward)
+    "training": (True, {}),
+    "eval, cache on": (False, {"use_cache": True}),
+    "eval, cache off": (False, {"use_cache": False}),
+}
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager", "flex_attention"])
+@pytest.mark.parametrize("mode", PACKED_MODES)
+def test_packed_row_gives_each_sequence_its_own_logits(config, implementation, mode):
+    """Sequences packed in one row, positions restarting at 0 (longer in all than n_positions, 64), give the
+    logits of each sequence run alone by the eager reference, in every mode and attention implementation.
+    (What TRL's padding-free packing and vLLM's batches send.)"""
+    training, kwargs = PACKED_MODES[mode]
     model = GPT1ForCausalLM(config).train(training)
-    model.set_attn_implementation(implementation)
     sequences = [random_ids(config, batch=1, seq=length, seed=length) for length in (40, 30, 20)]
     packed = torch.cat(sequences, dim=1)
     positions = torch.cat([torch.arange(sequence.shape[1]) for sequence in sequences])[None]
     assert packed.shape[1] > config.n_positions
-    logits = model(packed, position_ids=positions).logits
-    start = 0
-    for sequence in sequences:
-        alone = model(sequence).logits
-        torch.testing.assert_close(logits[:, start : start + sequence.shape[1]], alone, atol=1e-5, rtol=1e-5)
-        start += sequence.shape[1]
+    model.set_attn_implementation("eager")
+    with torch.no_grad():  # flex attention has no backward on a CPU
+        alone = [model(sequence, **kwargs).logits for sequence in sequences]
+        model.set_attn_implementation(implementation)
+        logits = model(packed, position_ids=positions, **kwargs).logits
+    torch.testing.assert_close(logits, torch.cat(alone, dim=1), atol=1e-5, rtol=1e-5)
 
 
 def test_a_position_past_the_context_is_rejected_by_value(model, config):

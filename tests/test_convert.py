@@ -6,9 +6,12 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
 from gpt1 import GPT1Config, GPT1ForCausalLM, convert_openai_gpt
+
+from .helpers import make_tokenizer, tiny_config
 
 CORPUS = ["Hello world, the trophy did not fit.", "It was too big!", "low lower lowest newer wider"]
 
@@ -93,3 +96,58 @@ def test_cli_rejects_unknown_subcommand():
     result = run_cli("transmogrify")
     assert result.returncode == 2
     assert "invalid choice: 'transmogrify'" in result.stderr
+
+
+def write_folder_saved_before_0_2(folder):
+    """A gpt1 folder as gpt1 before 0.2 saved it: the embedding matrix padded past vocab_size with rows that
+    were never input and never predicted, a tokenizer and a card beside it, and checkpoints of the run."""
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer(vocab_size=300)
+    config = tiny_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, vocab_padding_multiple=64)
+    model = GPT1ForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "README.md").write_text("# my run\n")
+    (folder / "checkpoints" / "step-00000004").mkdir(parents=True)
+    weights = load_file(folder / "model.safetensors")
+    embeddings = weights["transformer.token_embeddings.weight"]
+    padding = torch.full((config.padded_vocab_size - config.vocab_size, config.n_embd), 5.0)  # would win, if scored
+    weights["transformer.token_embeddings.weight"] = torch.cat([embeddings, padding])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return model, tokenizer
+
+
+def test_a_folder_saved_before_0_2_gets_a_clear_error_and_upgrades_with_convert(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    model, tokenizer = write_folder_saved_before_0_2(old)
+    old_bytes = (old / "model.safetensors").read_bytes()
+
+    refused = run_cli("generate", "Hello", "--model", str(old), "--max-new-tokens", "3")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "saved by gpt1 before 0.2" in refused.stderr and f"gpt1 convert {old} NEW_FOLDER" in refused.stderr
+
+    upgraded = run_cli("convert", str(old), str(new))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert (old / "model.safetensors").read_bytes() == old_bytes  # the original is left as it was
+    assert load_file(new / "model.safetensors")["transformer.token_embeddings.weight"].shape[0] == len(tokenizer)
+    assert (new / "README.md").read_text() == "# my run\n" and not (new / "checkpoints").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(new, trust_remote_code=True).eval()
+    ids = tokenizer("The trophy did not fit", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
+    assert AutoTokenizer.from_pretrained(new)("The trophy").input_ids == tokenizer("The trophy").input_ids
+    generated = run_cli("generate", "Hello", "--model", str(new), "--max-new-tokens", "3", "--seed", "0")
+    assert generated.returncode == 0, generated.stderr
+
+    again = run_cli("convert", str(new), str(tmp_path / "again"))
+    assert again.returncode == 2 and "needs no upgrade" in again.stderr
+    into_itself = run_cli("convert", str(old), str(new))
+    assert into_itself.returncode == 2 and "new or empty folder" in into_itself.stderr
+
+
+def test_resuming_a_checkpoint_saved_before_0_2_says_why_it_cannot(tmp_path):
+    from gpt1.checkpoints import check_resumable
+
+    model, _ = write_folder_saved_before_0_2(tmp_path / "old")  # its model.safetensors has the padded rows
+    with pytest.raises(ValueError, match=r"written by gpt1 before 0\.2, which kept 320 embedding rows for vocab_size"):
+        check_resumable(tmp_path / "old", model)

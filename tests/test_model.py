@@ -221,10 +221,11 @@ def test_training_step_compiles_without_graph_breaks(config):
         torch.testing.assert_close(compiled_grad, parameter.grad)
 
 
-@pytest.mark.parametrize("padding_multiple", [1, 16])
+@pytest.mark.parametrize("padding_multiple", [1, 64])
 @pytest.mark.parametrize("num_items_in_batch", [None, 37])
 def test_chunked_training_loss_matches_the_plain_loss_and_gradients(config, padding_multiple, num_items_in_batch):
     config.vocab_padding_multiple = padding_multiple
+    assert (config.padded_vocab_size > config.vocab_size) == (padding_multiple > 1)  # 96 tokens: 128 rows padded
     model = GPT1ForCausalLM(config).train()
     model.lm_loss_chunk_logits = 5 * config.padded_vocab_size  # five rows per chunk: several chunks
     ids = random_ids(config, batch=3, seq=10)
@@ -249,29 +250,29 @@ def test_skip_logits_needs_labels(model, config):
         model(random_ids(config), skip_logits=True)
 
 
-def test_padded_embedding_rows_are_never_predicted(config):
+def test_vocabulary_padding_lives_only_inside_the_training_loss(config, tmp_path):
+    """Parameters, logits and saved tensors have vocab_size rows (what vLLM, TRL and converters expect)."""
     config.vocab_padding_multiple = 64
-    model = GPT1ForCausalLM(config).eval()
-    rows = model.transformer.token_embeddings.weight.shape[0]
-    assert rows == config.padded_vocab_size and rows % 64 == 0 and rows > config.vocab_size
-    with torch.no_grad():  # padding rows that would win every argmax, were they scored
-        model.lm_head.weight[config.vocab_size :] = 10.0
+    model = GPT1ForCausalLM(config)
+    assert config.padded_vocab_size % 64 == 0 and config.padded_vocab_size > config.vocab_size
+    assert model.transformer.token_embeddings.weight.shape[0] == model.lm_head.weight.shape[0] == config.vocab_size
     ids = random_ids(config)
-    assert model(ids).logits.shape[-1] == config.vocab_size
-    generated = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
-    assert int(generated.max()) < config.vocab_size
+    assert model.eval()(ids).logits.shape[-1] == config.vocab_size
     model.train()
     chunked, plain = model(ids, labels=ids).loss, model(ids, labels=ids, skip_logits=False).loss
     torch.testing.assert_close(chunked, plain)
+    model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved["transformer.token_embeddings.weight"].shape[0] == config.vocab_size
 
 
-def test_resizing_keeps_vocab_size_the_token_count_and_the_rows_padded(config):
+def test_resizing_keeps_the_embeddings_tied_and_sized_to_the_tokens(config):
     config.vocab_padding_multiple = 64
     model = GPT1ForCausalLM(config)
-    new_size = config.vocab_size + 40  # 96 + 40 = 136 tokens: 192 rows
+    new_size = config.vocab_size + 40
     model.resize_token_embeddings(new_size)
     assert model.config.vocab_size == new_size
-    assert model.transformer.token_embeddings.weight.shape[0] == model.config.padded_vocab_size == 192
+    assert model.transformer.token_embeddings.weight.shape[0] == new_size
     assert model.lm_head.weight.data_ptr() == model.transformer.token_embeddings.weight.data_ptr()
     assert model(random_ids(model.config)).logits.shape[-1] == new_size
 
@@ -325,3 +326,15 @@ def test_no_cache_is_built_while_training(config):
     cache = DynamicCache(config=config)
     assert model(ids, past_key_values=cache, use_cache=True).past_key_values.get_seq_length() == ids.shape[1]
     assert model.eval()(ids).past_key_values.get_seq_length() == ids.shape[1]
+
+
+def test_an_untied_output_layer_is_saved_and_loaded_as_a_weight_of_its_own(tmp_path):
+    config = tiny_config(tie_word_embeddings=False)
+    model = GPT1ForCausalLM(config).eval()
+    assert model.lm_head.weight.data_ptr() != model.transformer.token_embeddings.weight.data_ptr()
+    model.save_pretrained(tmp_path)
+    assert "lm_head.weight" in load_file(tmp_path / "model.safetensors")
+    reloaded = GPT1ForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(reloaded.lm_head.weight, model.lm_head.weight)
+    ids = random_ids(config)
+    torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)

@@ -1,8 +1,11 @@
 """Checkpoints load through the Auto classes, with and without the gpt1 package installed."""
 
 import json
+import re
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,9 +28,11 @@ from gpt1 import (
     GPT1ForTokenClassification,
     GPT1Model,
 )
-from gpt1.model.configuration_gpt1 import GPT1_AUTO_MAP
+from gpt1.model.configuration_gpt1 import GPT1_AUTO_MAP, SUPPORTED_TRANSFORMERS, _check_transformers_version
 
 from .helpers import make_tokenizer, run_without_gpt1, tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 HEADS = {
     "AutoModel": GPT1Model,
@@ -61,7 +66,7 @@ def test_save_writes_code_and_full_auto_map(tmp_path, auto_class):
 
 def test_remote_code_files_import_only_stdlib_torch_transformers_and_siblings(tmp_path):
     GPT1ForCausalLM(tiny_config()).save_pretrained(tmp_path)
-    allowed = ("torch", "transformers", "collections", "typing", "math", "dataclasses", "__future__")
+    allowed = {"torch", "transformers", *sys.stdlib_module_names}  # what every machine that loads a model has
     for path in (tmp_path / "configuration_gpt1.py", tmp_path / "modeling_gpt1.py"):
         for line in path.read_text().splitlines():
             if line.startswith(("import ", "from ")):
@@ -191,3 +196,39 @@ def test_import_gpt1_alone_loads_neither_torch_nor_transformers():
     assert gpt1.__version__ and set(gpt1.__all__) <= set(dir(gpt1))
     for name in gpt1.__all__:
         assert getattr(gpt1, name) is not None
+
+
+def test_an_unsupported_transformers_gets_a_message_naming_the_versions(tmp_path):
+    """On a transformers older than the declared range, loading a folder says which versions work
+    instead of failing on a name that release lacks."""
+    GPT1ForCausalLM(tiny_config()).save_pretrained(tmp_path / "lm")
+    outputs = run_without_gpt1(
+        """
+        import transformers
+        transformers.__version__ = "5.3.0"  # as if that release were installed
+        from transformers import AutoModelForCausalLM
+        try:
+            AutoModelForCausalLM.from_pretrained(INPUTS["folder"], trust_remote_code=True)
+        except Exception as error:
+            OUTPUTS["error"] = f"{type(error).__name__}: {error}"
+        """,
+        tmp_path,
+        folder=str(tmp_path / "lm"),
+    )
+    assert outputs["error"].startswith("ImportError: This gpt1 model's code needs transformers>=5.4,<6")
+    assert "transformers 5.3.0 is installed" in outputs["error"]
+
+
+def test_the_remote_codes_version_check_matches_the_declared_range():
+    declared = re.search(r'"(transformers>=[\w.]+,<[\w.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert declared is not None and declared.group(1) == SUPPORTED_TRANSFORMERS
+    with pytest.warns(UserWarning, match=r"tested with transformers>=5.4,<6; transformers 6.1.0 is not in that"):
+        _check_transformers_version("6.1.0")
+    with pytest.warns(UserWarning, match=r"transformers main-branch is not in that range"):
+        _check_transformers_version("main-branch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_transformers_version("5.4.0")  # in range: silent
+        _check_transformers_version("5.24.0")
+    with pytest.raises(ImportError, match=r"needs transformers>=5.4,<6, but transformers 4.57.1 is installed"):
+        _check_transformers_version("4.57.1")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .registration import register_when_transformers_loads
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Each public name and the module it lives in.
 _EXPORTS = {
@@ -25,6 +25,7 @@ _EXPORTS = {
     "GPT1ForTokenClassification": ".model",
     "GPT1Model": ".model",
     "GPT1PreTrainedModel": ".model",
+    "LORA_TARGET_MODULES": ".model",
     "TaskDataCollator": ".tasks",
     "add_task_tokens": ".tasks",
     "classification_inputs": ".tasks",
@@ -38,6 +39,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "LORA_TARGET_MODULES",
     "GPT1Config",
     "GPT1ForCausalLM",
     "GPT1ForMultipleChoice",
@@ -62,6 +64,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .convert import convert_openai_gpt
     from .model import (
+        LORA_TARGET_MODULES,
         GPT1Config,
         GPT1ForCausalLM,
         GPT1ForMultipleChoice,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
@@ -14,8 +15,13 @@ from .options import FinetuneConfig, TrainConfig
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import convert_openai_gpt
+    from .convert import convert_openai_gpt, upgrade_gpt1_folder
+    from .model_folders import read_config
 
+    if os.path.isdir(args.src) and read_config(args.src).get("model_type") == "gpt1":
+        dst = upgrade_gpt1_folder(args.src, args.dst)
+        print(f"Upgraded {args.src} -> {dst} (embedding rows cut to vocab_size, today's remote code)")
+        return 0
     dst = convert_openai_gpt(args.src, args.dst, revision=args.revision)
     print(f"Converted {args.src} -> {dst}")
     return 0
@@ -119,6 +125,24 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .scoring import score
+
+    scores = score(
+        args.model,
+        [task.strip() for task in args.tasks.split(",") if task.strip()],
+        include_path=args.include_path,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        output=args.output,
+        card=args.card,
+        revision=args.revision,
+    )
+    for task, metrics in scores.items():
+        print(f"{task}: " + ", ".join(f"{metric} {value:.4f}" for metric, value in metrics.items()))
+    return 0
+
+
 def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
     """argparse's "unrecognized arguments" error, from the subcommand, with the nearest real flag."""
     subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
@@ -142,11 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert = subcommands.add_parser(
         "convert",
         allow_abbrev=False,
-        help="convert a transformers openai-gpt checkpoint to a gpt1 folder",
+        help="convert an openai-gpt checkpoint, or a gpt1 folder saved before 0.2, to today's gpt1 folder",
         description="Convert an openai-gpt checkpoint (folder or Hub repo id) to a gpt1 folder with safetensors "
-        "weights, remote code and the source's tokenizer.",
+        "weights, remote code and the source's tokenizer. Given a gpt1 folder saved before 0.2 (embedding rows "
+        "padded past vocab_size), write it in today's format instead.",
     )
-    convert.add_argument("src", help="openai-gpt checkpoint: a local folder or a Hub repo id")
+    convert.add_argument("src", help="openai-gpt checkpoint (local folder or Hub repo id), or an old gpt1 folder")
     convert.add_argument("dst", help="output folder")
     convert.add_argument("--revision", default=None, help="branch, tag or commit of a Hub SRC")
     convert.set_defaults(handler=_convert)
@@ -232,6 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-samples", type=int, default=1, help="continuations to write (default 1)")
     generate.add_argument("--seed", type=int, default=None, help="random seed (default: a different one each run)")
     generate.set_defaults(handler=_generate)
+
+    evaluate = subcommands.add_parser(
+        "eval",
+        allow_abbrev=False,
+        help="score a model with lm-evaluation-harness (needs lm-eval: scripts/install.py --extras eval)",
+        description="Score a model on lm-evaluation-harness tasks through its hf backend: lm-eval's own tasks, or "
+        "tasks you define in YAML files (multiple choice, perplexity, generation) in --include-path. Writes the "
+        "results to lm_eval_results.json in the model folder.",
+    )
+    _add_model_source(evaluate)
+    evaluate.add_argument("--tasks", required=True, help="comma-separated task names")
+    evaluate.add_argument(
+        "--include-path", default=None, help="a folder of task YAML files; data files they name are found there"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=8, help="examples per forward (default 8)")
+    evaluate.add_argument("--limit", type=int, default=None, help="score only the first N examples of each task")
+    evaluate.add_argument("--output", default=None, help="the JSON to write (default MODEL/lm_eval_results.json)")
+    evaluate.add_argument("--card", action="store_true", help="also put the scores in the model folder's README.md")
+    evaluate.set_defaults(handler=_eval)
     return parser
 
 

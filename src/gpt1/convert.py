@@ -1,16 +1,19 @@
-"""Convert transformers' `openai-gpt` checkpoints (the published GPT-1 weights) to the gpt1 format."""
+"""Convert checkpoints to the gpt1 format: transformers' `openai-gpt` ones (the published GPT-1 weights), and
+gpt1 folders saved before 0.2 (embedding rows padded past the vocabulary)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
-from .model import GPT1Config, GPT1ForCausalLM
-from .model_folders import give_normal_permissions
+from .model import GPT1Config, GPT1ForCausalLM, modeling_gpt1
+from .model_folders import TOKEN_EMBEDDINGS, give_normal_permissions, saved_embedding_rows
 from .sources import check_folder_or_hub_repo
 
 logger = logging.getLogger(__name__)
@@ -108,6 +111,56 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
     else:
         tokenizer.model_max_length = config.n_positions
         tokenizer.save_pretrained(dst)
+    give_normal_permissions(dst)
+    return dst
+
+
+def upgrade_gpt1_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write the gpt1 folder `src`, saved before 0.2, in today's format at `dst`; returns `dst`.
+
+    Those versions saved the embedding matrix padded with rows up to a multiple of `vocab_padding_multiple`
+    (rows that are never input and never predicted); today the padding lives inside the training loss and a
+    folder holds `vocab_size` rows, as vLLM, TRL and conversion tools expect. The weights are cut to
+    `vocab_size` rows and saved with today's remote code; every other file (tokenizer, card, metrics) is
+    copied as it is, training checkpoints excepted. `src` is left untouched.
+    """
+    src, dst = Path(src), Path(dst)
+    weights = src / "model.safetensors"
+    if not (src / "config.json").is_file() or not weights.is_file():
+        raise FileNotFoundError(
+            f"No gpt1 model folder at {str(src)!r}: it needs config.json and model.safetensors (one file; "
+            "a sharded folder can be merged first with save_pretrained(max_shard_size='100GB'))."
+        )
+    if dst.exists() and (dst.resolve() == src.resolve() or any(dst.iterdir())):
+        raise ValueError(f"The upgraded folder goes to a new or empty folder, and {str(dst)!r} is not one.")
+    config = GPT1Config.from_pretrained(src)
+    rows = saved_embedding_rows(weights)
+    if rows is None or rows <= config.vocab_size:
+        raise ValueError(
+            f"{str(src)!r} holds {rows} embedding rows for vocab_size {config.vocab_size}: it needs no upgrade."
+        )
+    architecture = (config.architectures or ["GPT1ForCausalLM"])[0]
+    model_class = getattr(modeling_gpt1, architecture, None)
+    if model_class is None:
+        raise ValueError(f"{str(src)!r} names architecture {architecture!r}, which gpt1 does not have.")
+
+    state_dict = load_file(weights)
+    for name in (TOKEN_EMBEDDINGS, "lm_head.weight"):  # the head is saved only when untied
+        if name in state_dict:
+            state_dict[name] = state_dict[name][: config.vocab_size].contiguous()
+    model = model_class(config).to(state_dict[TOKEN_EMBEDDINGS].dtype)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if set(missing) - {"lm_head.weight"} or unexpected:
+        raise ValueError(f"{str(src)!r} does not fit {architecture}: missing {missing}, unexpected {unexpected}.")
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+    for path in src.iterdir():
+        if (dst / path.name).exists() or path.name == "checkpoints":
+            continue
+        if path.is_dir():
+            shutil.copytree(path, dst / path.name)
+        else:
+            shutil.copy2(path, dst / path.name)
     give_normal_permissions(dst)
     return dst
 

@@ -28,15 +28,12 @@ from transformers import (
 )
 
 from .hub import push_folder
-from .model import GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
+from .model import LORA_TARGET_MODULES, GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification
 from .model_folders import check_gpt1_checkpoint, give_normal_permissions, load_model, load_tokenizer
 from .options import RECIPES, FinetuneConfig, recipe_for
 from .reporting import write_finetune_card
 from .task_data import prepare_task
 from .tasks import add_task_tokens
-
-# The modules LoRA adapts: every projection in attention and the feed-forward.
-LORA_TARGET_MODULES = ["qkv_proj", "out_proj", "up_proj", "down_proj"]
 
 
 def finetune(config: FinetuneConfig) -> Path:

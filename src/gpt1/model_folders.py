@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -22,6 +22,7 @@ from .model import GPT1Config
 from .sources import check_folder_or_hub_repo
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKEN_EMBEDDINGS = "transformer.token_embeddings.weight"
 
 
 def _check_source(model: str) -> None:
@@ -55,7 +56,8 @@ def _require_gpt1(model: str, model_type: str | None) -> None:
 def load_model(model_class: Any, model: str, revision: str | None = None, **kwargs: Any) -> Any:
     """`model_class.from_pretrained(model)` from safetensors only, never running the checkpoint's code.
     A gpt1 class (not an Auto class) takes gpt1 checkpoints only."""
-    model_type = read_config(model, revision).get("model_type")
+    config_dict = read_config(model, revision)
+    model_type = config_dict.get("model_type")
     is_auto_class = model_class.__name__.startswith("Auto")
     if not is_auto_class:
         _require_gpt1(model, model_type)
@@ -66,6 +68,10 @@ def load_model(model_class: Any, model: str, revision: str | None = None, **kwar
             "checkpoints: fix config.json, or load a model that brings its own code yourself, with "
             "trust_remote_code=True, if you trust it."
         )
+    if os.path.isdir(model):
+        check_vocabulary_rows(
+            Path(model) / "model.safetensors", config_dict.get("vocab_size"), f"gpt1 convert {model} NEW_FOLDER"
+        )
     if is_auto_class:
         kwargs["trust_remote_code"] = False  # refuse, and never prompt, rather than run a stranger's code
     try:
@@ -75,6 +81,31 @@ def load_model(model_class: Any, model: str, revision: str | None = None, **kwar
             f"The weights in {model!r} cannot be read ({error}): model.safetensors is truncated or damaged. "
             "Save or download the model again."
         ) from None
+
+
+def saved_embedding_rows(weights: Path) -> int | None:
+    """Rows of the token embeddings in a safetensors file, from its header (no tensor is read); None without them."""
+    if not weights.is_file():
+        return None
+    try:
+        with safe_open(str(weights), framework="pt") as saved:
+            if TOKEN_EMBEDDINGS not in saved.keys():  # noqa: SIM118 (a safe_open handle is no dict)
+                return None
+            return int(saved.get_slice(TOKEN_EMBEDDINGS).get_shape()[0])
+    except SafetensorError:
+        return None  # a damaged file: the loader that reads it says so
+
+
+def check_vocabulary_rows(weights: Path, vocab_size: int | None, upgrade: str) -> None:
+    """A clear error for weights saved by gpt1 before 0.2, which kept the embedding rows padded up to a multiple
+    of `vocab_padding_multiple`; `upgrade` is the command that rewrites them with `vocab_size` rows."""
+    rows = saved_embedding_rows(weights)
+    if rows is not None and isinstance(vocab_size, int) and rows > vocab_size:
+        raise ValueError(
+            f"{str(weights)!r} holds {rows} embedding rows for vocab_size {vocab_size}: it was saved by gpt1 "
+            f"before 0.2, which padded the rows (gpt1 now keeps the padding inside the training loss and saves "
+            f"vocab_size rows, as vLLM and TRL expect). Upgrade it once, the original left as it is: {upgrade}"
+        )
 
 
 def load_tokenizer(model: str, revision: str | None = None) -> Any:

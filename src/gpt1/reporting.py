@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data import hub_dataset_id
 from .metrics import read_metrics
@@ -224,3 +224,45 @@ def _front_matter(
         eval_results=results or None,
     )
     return f"---\n{data.to_yaml()}\n---\n"
+
+
+SCORES_HEADING = "## Scores"
+
+
+def add_scores_to_card(run_dir: Path, scores: dict[str, dict[str, float]], source: str) -> Path:
+    """Put `scores` ({task: {metric: value}}, from `source`) into run_dir/README.md: as `model-index` results
+    in the metadata and as a table in a "Scores" section, replacing earlier scores of the same tasks."""
+    path = run_dir / "README.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"No model card in {str(run_dir)!r} (README.md) to add the scores to.")
+    card = ModelCard.load(path)
+    kept = [result for result in card.data.eval_results or [] if result.dataset_type not in scores]
+    new = [
+        EvalResult(
+            task_type=card.data.pipeline_tag or "text-generation",
+            dataset_type=task,
+            dataset_name=f"{task} ({source})",
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=round(value, 4),
+        )
+        for task, metrics in scores.items()
+        for metric, value in metrics.items()
+    ]
+    card.data.eval_results = kept + new
+    if card.data.model_name is None:
+        card.data.model_name = run_dir.resolve().name
+    measured = [row for row in kept + new if row.dataset_name.endswith(f"({source})")]
+    rows = "".join(f"| {row.dataset_type} | {row.metric_type} | {row.metric_value:.4f} |\n" for row in measured)
+    section = f"{SCORES_HEADING}\n\nMeasured with {source}.\n\n| task | metric | value |\n|---|---|---|\n{rows}"
+    body = card.text
+    earlier = re.search(rf"^{SCORES_HEADING}[ \t]*$", body, re.MULTILINE)
+    if earlier:  # replace the earlier section, up to the next heading of its level
+        following = re.compile(r"^## ", re.MULTILINE).search(body, earlier.end())
+        body = body[: earlier.start()] + section + ("\n" + body[following.start() :] if following else "")
+    elif limitations := re.search(r"^## Limitations[ \t]*$", body, re.MULTILINE):
+        body = body[: limitations.start()] + section + "\n" + body[limitations.start() :]
+    else:
+        body = body.rstrip("\n") + "\n\n" + section
+    path.write_text(f"---\n{card.data.to_yaml()}\n---\n{body}")
+    return path

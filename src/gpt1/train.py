@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -64,6 +64,7 @@ def train(config: TrainConfig) -> Path:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     accelerator.register_save_state_pre_hook(drop_tied_copies)
+    _check_fsdp(accelerator)
     set_seed(config.seed)
     _claim_output_dir(output_dir, config, accelerator)
     checkpoint = latest_checkpoint(output_dir) if config.resume else None
@@ -144,8 +145,9 @@ def train(config: TrainConfig) -> Path:
 
     accelerator.wait_for_everyone()
     failpoint("final-save", progress.step)
-    final_model = accelerator.unwrap_model(model)
-    final_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process)
+    final_model = _gathered_model(accelerator, model)
+    if accelerator.is_main_process:
+        final_model.save_pretrained(output_dir)
     if accelerator.is_main_process:
         give_normal_permissions(output_dir)
         # The loss curve is already drawn: the last step always evaluates.
@@ -227,8 +229,12 @@ def _run(
                 "tokens_seen": progress.tokens_seen,
             }
             accelerator.log(record, step=progress.step)
+            # Under FSDP every forward gathers the weights from all processes, so all of them sample, in step
+            # (synced_gpus); elsewhere the main process alone does.
+            fsdp = accelerator.distributed_type == DistributedType.FSDP
+            if accelerator.is_main_process or fsdp:
+                sample = _sample(accelerator.unwrap_model(model), tokenizer, config, synced=fsdp)
             if accelerator.is_main_process:
-                sample = _sample(accelerator.unwrap_model(model), tokenizer, config)
                 bar.write(
                     f"step {progress.step}: train {step_loss:.4f}, val {val_loss:.4f} "
                     f"(ppl {record['val_perplexity']:.2f})\n--- sample ---\n{sample}\n--------------"
@@ -274,9 +280,10 @@ def _evaluate(accelerator, model, loader, max_batches: int) -> float:
 
 
 @torch.no_grad()
-def _sample(model, tokenizer: PreTrainedTokenizerBase, config: TrainConfig) -> str:
+def _sample(model, tokenizer: PreTrainedTokenizerBase, config: TrainConfig, synced: bool = False) -> str:
     """A sample from the prompt, drawn with its own seed so that the run's random state is untouched
-    (a resumed run must see the same random numbers as an uninterrupted one)."""
+    (a resumed run must see the same random numbers as an uninterrupted one). `synced`: every process
+    generates together and none stops before the others (FSDP's forwards are collective)."""
     model.eval()
     prompt = tokenizer(config.sample_prompt, return_tensors="pt").input_ids.to(model.device)
     if prompt.shape[1] == 0:
@@ -290,6 +297,7 @@ def _sample(model, tokenizer: PreTrainedTokenizerBase, config: TrainConfig) -> s
             do_sample=True,
             top_k=40,
             pad_token_id=tokenizer.pad_token_id,
+            synced_gpus=synced,
         )
     return str(tokenizer.decode(output[0], skip_special_tokens=True))
 
@@ -336,6 +344,38 @@ def _claim_output_dir(output_dir: Path, config: TrainConfig, accelerator: Accele
     accelerator.wait_for_everyone()
 
 
+def _check_fsdp(accelerator: Accelerator) -> None:
+    """FSDP as the loop needs it: FSDP2 (FSDP1's flat parameters cannot generate samples), and checkpoints that
+    load without unpickling (a sharded checkpoint's metadata is a pickle, which can run code on --resume)."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return
+    if not accelerator.is_fsdp2:
+        raise ValueError("gpt1 train runs FSDP version 2: set `fsdp_version: 2` in your accelerate config.")
+    plugin = accelerator.state.fsdp_plugin
+    if plugin is not None and plugin.state_dict_type.name != "FULL_STATE_DICT":  # accelerate makes it an enum
+        raise ValueError(
+            f"fsdp_state_dict_type {plugin.state_dict_type.name} writes checkpoints whose metadata is a pickle, "
+            "which can run code when --resume reads it. Set `fsdp_state_dict_type: FULL_STATE_DICT` in your "
+            "accelerate config (gpt1's largest model fits in one process's memory)."
+        )
+
+
+def _gathered_model(accelerator: Accelerator, model: torch.nn.Module) -> PreTrainedModel:
+    """The trained model, whole, on the main process (what it saves). FSDP2 holds a shard per process and has
+    swapped the model's class in place for torch's `FSDPGPT1ForCausalLM` (whose file save_pretrained would
+    copy as the remote code): every process takes part in gathering the weights into a plain model, built
+    on the main process only."""
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return unwrapped
+    state_dict = accelerator.get_state_dict(model)  # the whole weights on the main process, nothing elsewhere
+    if not accelerator.is_main_process:
+        return unwrapped
+    whole = GPT1ForCausalLM(unwrapped.config)
+    whole.load_state_dict(state_dict)
+    return whole
+
+
 def _distributed_on_cpu() -> bool:
     """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
     DDP, or each process silently trains alone."""
@@ -372,7 +412,7 @@ def _model(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTraine
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            # Aligned matrix sizes for the output layer; the extra rows are never predicted.
+            # The training loss multiplies by the output layer padded to aligned sizes (faster); see GPT1Config.
             vocab_padding_multiple=64,
         )
         model = GPT1ForCausalLM(model_config)

@@ -18,9 +18,11 @@ _EXPORTS = {
     "GPT1ForTokenClassification": ".modeling_gpt1",
     "GPT1Model": ".modeling_gpt1",
     "GPT1PreTrainedModel": ".modeling_gpt1",
+    "LORA_TARGET_MODULES": ".modeling_gpt1",
 }
 
 __all__ = [
+    "LORA_TARGET_MODULES",
     "GPT1Config",
     "GPT1ForCausalLM",
     "GPT1ForMultipleChoice",
@@ -34,6 +36,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .configuration_gpt1 import GPT1Config
     from .modeling_gpt1 import (
+        LORA_TARGET_MODULES,
         GPT1ForCausalLM,
         GPT1ForMultipleChoice,
         GPT1ForQuestionAnswering,

@@ -4,8 +4,41 @@ This file is shipped next to the weights as Hugging Face remote code, so it impo
 standard library and `transformers`.
 """
 
-from transformers import PretrainedConfig
-from transformers.activations import ACT2FN
+import re
+import warnings
+
+import transformers
+
+# The transformers releases this code is tested on: pyproject.toml's range. It runs against whatever release
+# the person loading a checkpoint has, and an older one would fail with a missing name deep in an import
+# (which engines such as vLLM then report as "Cannot find model module"), so say it here.
+LOWEST_TRANSFORMERS, FIRST_UNTESTED_TRANSFORMERS = (5, 4), (6,)
+SUPPORTED_TRANSFORMERS = (
+    f"transformers>={'.'.join(map(str, LOWEST_TRANSFORMERS))},<{'.'.join(map(str, FIRST_UNTESTED_TRANSFORMERS))}"
+)
+
+
+def _check_transformers_version(version: str) -> None:
+    """An ImportError naming the versions below the range; a warning above it, or when unreadable."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (found := (int(match.group(1)), int(match.group(2)))) >= FIRST_UNTESTED_TRANSFORMERS:
+        warnings.warn(
+            f"This gpt1 model's code is tested with {SUPPORTED_TRANSFORMERS}; transformers {version} is not in that "
+            f"range. If it fails or generates odd text, install '{SUPPORTED_TRANSFORMERS}'.",
+            stacklevel=2,
+        )
+    elif found < LOWEST_TRANSFORMERS:
+        raise ImportError(
+            f"This gpt1 model's code needs {SUPPORTED_TRANSFORMERS}, but transformers {version} is installed. "
+            f"Upgrade it: pip install '{SUPPORTED_TRANSFORMERS}'. (Where an engine such as vLLM pins an older "
+            "transformers, use a release of the engine that allows a supported one.)"
+        )
+
+
+_check_transformers_version(transformers.__version__)
+
+from transformers import PretrainedConfig  # noqa: E402  (after the version check, which names the problem)
+from transformers.activations import ACT2FN  # noqa: E402
 
 # Every head the package provides, as `auto_map` entries. `save_pretrained` writes them into
 # config.json so that each Auto class finds its head with `trust_remote_code=True`.
@@ -42,11 +75,12 @@ class GPT1Config(PretrainedConfig):
         classifier_dropout: Dropout before the classification heads' linear layer.
         auxiliary_lm_loss_weight: λ in GPT-1's fine-tuning objective L3 = L2 + λ·L1: the weight of the
             language-modelling loss added to the task loss of the classification heads. 0 turns it off.
-        vocab_padding_multiple: Round the embedding matrix's rows up to a multiple of this. Matrix
-            multiplies run faster on aligned sizes (64 suits GPU tensor cores, and on a CPU GPT-1's
-            40,478-row output layer runs about 10% faster as 40,512 rows). The padding rows are never
-            input and never predicted: `vocab_size`, the logits' width and the tokenizer stay as they
-            are. 1 (the default) keeps the paper's exact shapes; `gpt1 train` uses 64.
+        vocab_padding_multiple: Run the training loss's output-layer multiplies on the weight padded with
+            zero rows to a multiple of this: matrix multiplies are faster on aligned sizes (64 suits GPU
+            tensor cores; the README's Performance section has the CPU figure). The padding exists only
+            inside the chunked loss: the parameters, the logits, the saved tensors and the tokenizer all
+            have `vocab_size` rows, as vLLM, TRL and conversion tools expect. 1 (the default) pads
+            nothing; `gpt1 train` uses 64.
     """
 
     model_type = "gpt1"
@@ -141,7 +175,7 @@ class GPT1Config(PretrainedConfig):
 
     @property
     def padded_vocab_size(self) -> int:
-        """Rows of the embedding matrix: `vocab_size` rounded up to a multiple of `vocab_padding_multiple`."""
+        """`vocab_size` rounded up to a multiple of `vocab_padding_multiple`: the training loss's matrix rows."""
         return -(-self.vocab_size // self.vocab_padding_multiple) * self.vocab_padding_multiple
 
 
@@ -151,4 +185,4 @@ def _nearest_divisor(number: int, near: int) -> int:
 
 GPT1Config.register_for_auto_class()
 
-__all__ = ["GPT1_AUTO_MAP", "GPT1Config"]
+__all__ = ["GPT1_AUTO_MAP", "SUPPORTED_TRANSFORMERS", "GPT1Config"]

@@ -43,6 +43,12 @@ from .configuration_gpt1 import GPT1Config
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
+# The linear layers of every block, for LoRA: `LoraConfig(target_modules=LORA_TARGET_MODULES)`. PEFT chooses
+# default targets from a table of the model types it ships and has no supported way to add one, so a gpt1
+# model needs them named (or `target_modules="all-linear"`, which picks the same four).
+LORA_TARGET_MODULES = ["qkv_proj", "out_proj", "up_proj", "down_proj"]
+
+
 def _parameter_names(function: Callable) -> tuple[str, ...]:
     """The named parameters of `function`, looking through decorators such as `deprecate_kwarg`."""
     code = getattr(function, "__wrapped__", function).__code__
@@ -133,8 +139,11 @@ class LinearCrossEntropy(torch.autograd.Function):
     writes them four more times (log-softmax, its backward, the zero-filled gradient and its scatter).
     Here the rows go through in chunks: each chunk's logits are made, turned into the loss and, since
     the loss is a scalar, straight into the gradients of `hidden` and `weight`, then freed. Backward
-    only scales those gradients. Columns from `valid_columns` on (embedding rows padded for speed)
-    get probability zero, so padding is never predicted.
+    only scales those gradients.
+
+    With `padded_rows` above the vocabulary, the multiplies run on a copy of `weight` with zero rows
+    added up to that count (aligned sizes are faster); the padding columns get probability zero and
+    their gradient is dropped, so the parameters, the loss and the checkpoints never see them.
     """
 
     @staticmethod
@@ -143,39 +152,52 @@ class LinearCrossEntropy(torch.autograd.Function):
         hidden: torch.Tensor,
         weight: torch.Tensor,
         targets: torch.Tensor,
-        valid_columns: int,
         divisor: torch.Tensor,
         chunk_rows: int,
+        padded_rows: int,
         ignore_index: int = -100,
     ) -> torch.Tensor:
         compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled() else hidden.dtype
+        vocab_size, width = weight.shape
         with torch.autocast(hidden.device.type, enabled=False):
-            hidden_c, weight_c = hidden.to(compute_dtype), weight.to(compute_dtype)
-            needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-            grad_hidden = torch.empty_like(hidden_c) if needs_grad else None
-            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_grad else None
+            hidden_c = hidden.to(compute_dtype)
+            if padded_rows > vocab_size:
+                weight_c = weight.new_zeros((padded_rows, width), dtype=compute_dtype)
+                weight_c[:vocab_size] = weight
+            else:
+                weight_c = weight.to(compute_dtype)
+            # Each gradient only where it is wanted (a frozen, tied output layer under LoRA needs none).
+            grad_hidden = torch.empty_like(hidden_c) if ctx.needs_input_grad[0] else None
+            wants_weight_grad = ctx.needs_input_grad[1]
+            grad_weight = (
+                torch.zeros(weight_c.shape, dtype=torch.float32, device=weight.device) if wants_weight_grad else None
+            )
             loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
             for start in range(0, hidden_c.shape[0], chunk_rows):
                 rows = slice(start, start + chunk_rows)
                 logits = (hidden_c[rows] @ weight_c.T).float()
-                if valid_columns < logits.shape[1]:
-                    logits[:, valid_columns:] = float("-inf")
+                if vocab_size < logits.shape[1]:
+                    logits[:, vocab_size:] = float("-inf")
                 chunk_targets = targets[rows]
                 is_target = chunk_targets != ignore_index
                 safe_targets = torch.where(is_target, chunk_targets, 0).unsqueeze(1)
                 log_normaliser = torch.logsumexp(logits, dim=1, keepdim=True)
                 token_losses = (log_normaliser - logits.gather(1, safe_targets)).squeeze(1)
                 loss_sum += (token_losses * is_target).sum()
-                if grad_hidden is None or grad_weight is None:  # no gradient wanted: the loss is all
+                if grad_hidden is None and grad_weight is None:  # no gradient wanted: the loss is all
                     continue
                 # d loss / d logits = softmax - one_hot(target), zero for ignored rows; reuses the logits' memory.
                 grad_logits = logits.sub_(log_normaliser).exp_()
                 grad_logits.scatter_add_(1, safe_targets, torch.full_like(safe_targets, -1, dtype=grad_logits.dtype))
                 grad_logits.mul_(is_target.unsqueeze(1))
                 grad_logits_c = grad_logits.to(compute_dtype)
-                grad_hidden[rows] = grad_logits_c @ weight_c
-                grad_weight.addmm_(grad_logits_c.T.float(), hidden_c[rows].float())
+                if grad_hidden is not None:
+                    grad_hidden[rows] = grad_logits_c @ weight_c
+                if grad_weight is not None:
+                    grad_weight.addmm_(grad_logits_c.T.float(), hidden_c[rows].float())
             divisor = divisor.to(device=hidden.device, dtype=torch.float32)
+            if grad_weight is not None:
+                grad_weight = grad_weight[:vocab_size]
             ctx.save_for_backward(grad_hidden, grad_weight, divisor)
             ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
         return loss_sum / divisor
@@ -216,10 +238,12 @@ class GPT1Attention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         cache: Cache | None = kwargs.pop(CACHE_NAME, None)
         batch_size, seq_len, _ = hidden_states.shape
-        # The head count comes from the tensor (-1), not the config: under tensor parallelism each rank
-        # holds only its own heads' share of the projection.
+        # The fused projection gives [query | key | value]. Split by widths, not `chunk(3)`: vLLM recognises
+        # this form and shards the projection by heads under its tensor parallelism, so the head count comes
+        # from the tensor (-1), not the config (transformers' own plan gathers the projection whole).
         heads_shape = (batch_size, seq_len, -1, self.head_dim)
-        query, key, value = self.qkv_proj(hidden_states).chunk(3, dim=-1)
+        width = self.config.n_embd
+        query, key, value = self.qkv_proj(hidden_states).split((width, width, width), dim=-1)
         query = query.reshape(heads_shape).transpose(1, 2)
         key = key.reshape(heads_shape).transpose(1, 2)
         value = value.reshape(heads_shape).transpose(1, 2)
@@ -300,29 +324,12 @@ class GPT1PreTrainedModel(PreTrainedModel):
     # GPT-1's vocabulary. Smaller chunks make thinner matrix multiplies, which were measured slower on a CPU.
     lm_loss_chunk_logits = 1 << 24
 
-    def resize_token_embeddings(
-        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
-    ) -> nn.Embedding:
-        """Resize to `new_num_tokens` real tokens, keeping the rows padded to `config.vocab_padding_multiple`.
-
-        Unlike the stock method, `config.vocab_size` becomes `new_num_tokens` (the tokenizer's size),
-        not the padded row count, so padding rows are never predicted.
-        """
-        multiple = pad_to_multiple_of or self.config.vocab_padding_multiple
-        embeddings = super().resize_token_embeddings(
-            new_num_tokens, pad_to_multiple_of=multiple if multiple > 1 else None, mean_resizing=mean_resizing
-        )
-        if new_num_tokens is not None:
-            self.config.vocab_padding_multiple = multiple
-            self.config.vocab_size = new_num_tokens
-        return embeddings
-
-    def _vocabulary_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Logits over the real vocabulary: the padding rows of the output layer are left out."""
-        lm_head = cast(nn.Linear, self.get_output_embeddings())
-        if self.config.padded_vocab_size == self.config.vocab_size:
-            return lm_head(hidden_states)
-        return nn.functional.linear(hidden_states, lm_head.weight[: self.config.vocab_size])
+    def _language_modelling_head(self, config: GPT1Config) -> nn.Linear:
+        """The output layer, tied to the token embeddings unless `config.tie_word_embeddings` is off."""
+        # A tied head is not saved (Trainer, reloading its best checkpoint, then ties it instead of warning);
+        # an untied one is a weight of its own and must be.
+        self._keys_to_ignore_on_save = ["lm_head.weight"] if config.tie_word_embeddings else None
+        return nn.Linear(config.n_embd, config.vocab_size, bias=False)
 
 
 class GPT1Model(GPT1PreTrainedModel):
@@ -331,7 +338,7 @@ class GPT1Model(GPT1PreTrainedModel):
     def __init__(self, config: GPT1Config):
         super().__init__(config)
         config.check_values()
-        self.token_embeddings = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        self.token_embeddings = nn.Embedding(config.vocab_size, config.n_embd)
         self.position_embeddings = nn.Embedding(config.n_positions, config.n_embd)
         self.embed_dropout = nn.Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList([GPT1Block(config, layer_idx) for layer_idx in range(config.n_layer)])
@@ -470,13 +477,11 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
     """GPT-1 with its language-modelling head (the token embeddings, transposed)."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.token_embeddings.weight"}
-    # The tied head is never saved; Trainer, reloading its best checkpoint, then ties it instead of warning.
-    _keys_to_ignore_on_save = ["lm_head.weight"]
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
         self.transformer = GPT1Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.lm_head = self._language_modelling_head(config)
         self.post_init()
 
     @can_return_tuple
@@ -521,7 +526,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         if skip_logits and isinstance(logits_to_keep, int) and logits_to_keep == 0:
             loss = self._chunked_lm_loss(hidden_states, cast(torch.Tensor, labels), **kwargs)
         else:
-            logits = self._vocabulary_logits(_keep_last(hidden_states, logits_to_keep))
+            logits = self.lm_head(_keep_last(hidden_states, logits_to_keep))
             if labels is not None:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
@@ -551,16 +556,16 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         counted = num_items_in_batch is not None
         divisor = torch.as_tensor(num_items_in_batch) if counted else (targets != ignore_index).sum()
         weight = cast(nn.Linear, self.get_output_embeddings()).weight
-        chunk_rows = max(1, self.lm_loss_chunk_logits // weight.shape[0])
+        chunk_rows = max(1, self.lm_loss_chunk_logits // self.config.padded_vocab_size)
         return cast(
             torch.Tensor,
             LinearCrossEntropy.apply(
                 hidden_states.reshape(-1, hidden_states.shape[-1]),
                 weight,
                 targets,
-                self.config.vocab_size,
                 divisor,
                 chunk_rows,
+                self.config.padded_vocab_size,
                 ignore_index,
             ),
         )
@@ -574,15 +579,13 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.weight": "transformer.token_embeddings.weight"}
-    # The tied head is never saved; Trainer, reloading its best checkpoint, then ties it instead of warning.
-    _keys_to_ignore_on_save = ["lm_head.weight"]
     # Task losses are per-batch means; Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
 
     def __init__(self, config: GPT1Config, num_outputs: int):
         super().__init__(config)
         self.transformer = GPT1Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.lm_head = self._language_modelling_head(config)
         self.classifier_dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.n_embd, num_outputs)
         self.post_init()
@@ -657,7 +660,7 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
             is_real = attention_mask[:, -input_ids.shape[1] :].to(torch.bool)
         elif self.config.pad_token_id is not None:
             is_real = input_ids != self.config.pad_token_id
-        logits = self._vocabulary_logits(hidden_states[:, :-1]).float()
+        logits = self.lm_head(hidden_states[:, :-1]).float()
         targets, target_is_real = input_ids[:, 1:], is_real[:, 1:].to(logits.dtype)
         token_losses = nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         per_sequence = (token_losses * target_is_real).sum(1) / target_is_real.sum(1).clamp(min=1)
@@ -931,6 +934,7 @@ GPT1ForTokenClassification.register_for_auto_class("AutoModelForTokenClassificat
 GPT1ForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
 
 __all__ = [
+    "LORA_TARGET_MODULES",
     "GPT1ForCausalLM",
     "GPT1ForMultipleChoice",
     "GPT1ForQuestionAnswering",
