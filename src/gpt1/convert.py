@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
 from .model import GPT1Config, GPT1ForCausalLM, modeling_gpt1
-from .model_folders import TOKEN_EMBEDDINGS, give_normal_permissions, saved_embedding_rows
+from .model_folders import EMBEDDING_MATRIX, give_normal_permissions, saved_embedding_rows
 from .sources import check_folder_or_hub_repo
 
 logger = logging.getLogger(__name__)
@@ -145,10 +145,10 @@ def upgrade_gpt1_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         raise ValueError(f"{str(src)!r} names architecture {architecture!r}, which gpt1 does not have.")
 
     state_dict = load_file(weights)
-    for name in (TOKEN_EMBEDDINGS, "lm_head.weight"):  # the head is saved only when untied
+    for name in (EMBEDDING_MATRIX, "lm_head.weight"):  # the head is saved only when untied
         if name in state_dict:
             state_dict[name] = state_dict[name][: config.vocab_size].contiguous()
-    model = model_class(config).to(state_dict[TOKEN_EMBEDDINGS].dtype)
+    model = model_class(config).to(state_dict[EMBEDDING_MATRIX].dtype)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if set(missing) - {"lm_head.weight"} or unexpected:
         raise ValueError(f"{str(src)!r} does not fit {architecture}: missing {missing}, unexpected {unexpected}.")

@@ -22,7 +22,7 @@ from .model import GPT1Config
 from .sources import check_folder_or_hub_repo
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-TOKEN_EMBEDDINGS = "transformer.token_embeddings.weight"
+EMBEDDING_MATRIX = "transformer.token_embeddings.weight"  # the input embeddings, in saved weights
 
 
 def _check_source(model: str) -> None:
@@ -89,9 +89,9 @@ def saved_embedding_rows(weights: Path) -> int | None:
         return None
     try:
         with safe_open(str(weights), framework="pt") as saved:
-            if TOKEN_EMBEDDINGS not in saved.keys():  # noqa: SIM118 (a safe_open handle is no dict)
+            if EMBEDDING_MATRIX not in saved.keys():  # noqa: SIM118 (a safe_open handle is no dict)
                 return None
-            return int(saved.get_slice(TOKEN_EMBEDDINGS).get_shape()[0])
+            return int(saved.get_slice(EMBEDDING_MATRIX).get_shape()[0])
     except SafetensorError:
         return None  # a damaged file: the loader that reads it says so
 
