@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate.utils import DistributedType
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.distributed.fsdp import StateDictType
 from transformers import AutoModelForCausalLM
@@ -100,6 +101,17 @@ def test_fsdp2_on_two_processes_trains_saves_and_resumes_like_one_process(tmp_pa
         torch.testing.assert_close(sharded_weights[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
     model = AutoModelForCausalLM.from_pretrained(sharded, trust_remote_code=True)
     assert model.lm_head.weight.data_ptr() == model.transformer.token_embeddings.weight.data_ptr()
+
+    # Each new best's weights were gathered by both processes and written whole, once: the last (step 20) here.
+    best = sharded / "checkpoints" / "best" / "model.safetensors"
+    with safe_open(str(best), framework="pt") as saved:
+        assert saved.metadata()["step"] == "20"
+    best_weights = load_file(best)
+    assert best_weights.keys() == sharded_weights.keys()
+    for name, tensor in sharded_weights.items():
+        assert torch.equal(best_weights[name], tensor), name
+    samples = [json.loads(line) for line in (sharded / "samples.jsonl").read_text().splitlines()]
+    assert [sample["step"] for sample in samples] == [10, 20]  # cut back to step 10 on resume, then step 20
 
 
 def fsdp_accelerator(state_dict_type: StateDictType, fsdp2: bool = True) -> SimpleNamespace:

@@ -1,7 +1,8 @@
-"""train_tokenizer: char and byte-level BPE tokenizers trained on the user's text."""
+"""train_tokenizer: char, word and byte-level BPE tokenizers trained on the user's text."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,9 +22,9 @@ from gpt1 import (
     tokenize_dataset,
     train_tokenizer,
 )
-from gpt1.tokenization import TASK_TOKENS, use_task_template
+from gpt1.tokenization import TASK_TOKENS, VocabularyCoverage, use_task_template, vocabulary_coverage
 
-from .helpers import make_tokenizer, tiny_config
+from .helpers import gpt1_cli, make_tokenizer, tiny_config
 
 CORPUS = [
     "The trophy didn't fit in the suitcase because it was too big.",
@@ -73,7 +74,7 @@ def test_bpe_learns_merges_and_never_produces_unknown(bpe):
     assert len(bpe("Ωmega ψ").input_ids) > 0
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "word"])
 def test_special_tokens_and_context_length(kind):
     tokenizer = train_tokenizer(CORPUS, kind=kind, vocab_size=300 if kind == "bpe" else None, model_max_length=128)
     assert tokenizer.pad_token == "<|pad|>"
@@ -86,7 +87,7 @@ def test_special_tokens_and_context_length(kind):
     assert tokenizer.model_max_length == 128
 
 
-@pytest.mark.parametrize("kind", ["bpe", "char"])
+@pytest.mark.parametrize("kind", ["bpe", "char", "word"])
 def test_save_and_autotokenizer_round_trip_without_custom_code(kind, tmp_path):
     tokenizer = train_tokenizer(CORPUS, kind=kind, vocab_size=300 if kind == "bpe" else None)
     tokenizer.save_pretrained(tmp_path)
@@ -97,6 +98,115 @@ def test_save_and_autotokenizer_round_trip_without_custom_code(kind, tmp_path):
         assert loaded.decode(loaded(text).input_ids) == text
     assert loaded.classify_token == "<|classify|>" and loaded.pad_token_id == tokenizer.pad_token_id
     assert loaded.model_max_length == tokenizer.model_max_length
+
+
+# Words seen both with and without a space before them (after a line break), and punctuation marks.
+WORDS = ["the", "cat", "sat", "on", "mat", "Hello", "world", "didn", "GPT", "1", "2018"]
+WORD_CORPUS = [" ".join(WORDS) + ", " + "\n".join(WORDS) + ". didn't (quoted) - ! ?(-!?)"] * 2
+
+
+@pytest.fixture(scope="module")
+def word():
+    return train_tokenizer(WORD_CORPUS, kind="word")
+
+
+def test_word_cuts_text_into_words_that_carry_their_space(word):
+    assert word.convert_ids_to_tokens(word("Hello, world.\n").input_ids) == ["Hello", ",", " world", ".", "\n"]
+    assert word.convert_ids_to_tokens(word(" didn't").input_ids) == [" didn", "'t"]
+    assert word.unk_token == "<|unk|>" and word.unk_token_id == 5  # after pad, endoftext and the task tokens
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=12),
+    separators=st.lists(st.text(alphabet=" \n,.()!?-", min_size=1, max_size=12), min_size=12, max_size=12),
+)
+def test_word_round_trips_text_its_vocabulary_covers_whatever_its_spacing(word, words, separators):
+    """Any run of spaces and line breaks encodes, even one never seen in training: whitespace is never unknown."""
+    text = "".join(piece + separator for piece, separator in zip(words, separators[: len(words)], strict=True))
+    ids = word(text).input_ids
+    assert word.unk_token_id not in ids
+    assert word.decode(ids) == text
+
+
+def test_word_round_trips_multiple_spaces_line_breaks_and_punctuation(word):
+    text = "Hello,   world.\n\n\n    the cat (sat)  on\n  the mat!\n" + " " * 40 + "GPT-1, 2018?\n"
+    ids = word(text).input_ids
+    assert word.unk_token_id not in ids
+    assert word.decode(ids) == text
+
+
+def test_word_keeps_the_most_frequent_pieces_and_the_rest_become_unknown():
+    text = " alpha" * 9 + " beta" * 5 + " gamma" * 3 + " delta"  # no piece " " or "\n" of its own
+    word = train_tokenizer([text], kind="word", vocab_size=10)
+    assert len(word) == 10
+    # After the 6 special tokens, the pieces by falling frequency; the space and the line break take the
+    # places of the rarest, " gamma" and " delta".
+    assert word.convert_ids_to_tokens(range(6, 10)) == [" alpha", " beta", " ", "\n"]
+    ids = word(" gamma beta delta").input_ids
+    # An unknown word loses its text but not its space, so the decoded text still reads as words.
+    assert word.convert_ids_to_tokens(ids) == [" ", "<|unk|>", " beta", " ", "<|unk|>"]
+    assert word.decode(ids) == " <|unk|> beta <|unk|>"
+    assert word.decode(ids, skip_special_tokens=True) == "  beta "
+
+
+def test_word_coverage_says_how_much_of_a_text_the_vocabulary_keeps():
+    word = train_tokenizer([" alpha" * 9 + " beta" * 5 + " gamma" * 3], kind="word", vocab_size=10)
+    assert vocabulary_coverage(word, [" alpha beta alpha"]) == VocabularyCoverage(pieces=3, unknown=0)
+    coverage = vocabulary_coverage(word, [" alpha gamma", " beta"])  # " gamma" -> " " + <|unk|>
+    assert coverage == VocabularyCoverage(pieces=4, unknown=1)
+    assert (coverage.share, coverage.percent) == (0.75, "75.0%")
+    assert VocabularyCoverage(pieces=10_000, unknown=1).percent == "99.9%"  # never rounded up to 100.0%
+    bpe = train_tokenizer(CORPUS, kind="bpe", vocab_size=300)
+    assert vocabulary_coverage(bpe, ["Ωmega ψ, never seen"]).share == 1.0
+
+
+def test_word_reloads_with_autotokenizer_to_the_same_ids(word, tmp_path):
+    word.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob("*.py"))
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "Hello,  zebra world!\n\n\n      the unseen cat's mat"
+    assert loaded(text).input_ids == word(text).input_ids
+    assert loaded.decode(loaded(text).input_ids) == "Hello,  <|unk|> world!\n\n\n      the <|unk|> cat<|unk|> mat"
+    assert (loaded.unk_token, loaded.pad_token_id, len(loaded)) == ("<|unk|>", 0, len(word))
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+@pytest.mark.parametrize(
+    ("rows", "text"),
+    [(["a", "b", "c"], "a b\nc  a\n\n b"), ("\n\n".join(CORPUS[:2]).splitlines(), "\n\n".join(CORPUS[:2]))],
+    ids=["single letters", "lines of a text"],
+)
+def test_every_kind_encodes_the_space_and_the_line_break_whatever_rows_it_learned_from(kind, rows, text):
+    """Rows as str.splitlines() and datasets' text builder give them hold no line break (single letters no space)."""
+    assert not any("\n" in row for row in rows)
+    tokenizer = train_tokenizer(rows, kind=kind, vocab_size=300 if kind == "bpe" else None)
+    ids = tokenizer(text).input_ids
+    assert tokenizer.unk_token_id is None or tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == text
+
+
+def test_gpt1_train_tokenizer_word_trains_and_saves_a_word_tokenizer(tmp_path):
+    output = tmp_path / "run"
+    result = gpt1_cli(
+        "train", "--output-dir", str(output), "--tokenizer", "word", "--vocab-size", "512",
+        "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+        "--max-steps", "2", "--eval-every", "2", "--save-every", "2", "--eval-batches", "1", "--sample-tokens", "4",
+    )  # fmt: skip
+    coverage = re.search(
+        r"Word vocabulary: 512 tokens cover (\d+\.\d)% of the training text's ([\d,]+) words, punctuation marks "
+        r"and spaces; the other ([\d,]+) become <\|unk\|>\.",
+        result.stdout,
+    )
+    assert coverage is not None, result.stdout[-3000:]
+    pieces, unknown = (int(group.replace(",", "")) for group in coverage.groups()[1:])
+    assert 0 < unknown < pieces and float(coverage.group(1)) == pytest.approx(100 * (1 - unknown / pieces), abs=0.1)
+    assert json.loads((output / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
+    loaded = AutoTokenizer.from_pretrained(output)
+    assert len(loaded) == 512
+    text = "The return statement.\n\n  The value of the expression is returned."
+    assert loaded.decode(loaded(text).input_ids) == text
 
 
 # Loads a tokenizer and prints nothing itself: the ids go to a file. Without gpt1, `import gpt1` fails.
@@ -205,7 +315,7 @@ def _write(path, text):
 
 
 class TestBadInput:
-    @pytest.mark.parametrize("kind", ["bpe", "char"])
+    @pytest.mark.parametrize("kind", ["bpe", "char", "word"])
     @pytest.mark.parametrize("empty", [[], [""], ["", ""]])
     def test_empty_corpus(self, kind, empty):
         with pytest.raises(ValueError, match="corpus is empty"):
@@ -220,13 +330,28 @@ class TestBadInput:
         with pytest.raises(ValueError, match=rf"vocab_size=10 .* {len(ALPHABET)} distinct characters .* = {needed}"):
             train_tokenizer(CORPUS, kind="char", vocab_size=10)
 
+    def test_char_vocab_always_holds_the_space_and_the_line_break(self):
+        with pytest.raises(ValueError, match=r"vocab_size=9 .* 4 distinct characters \(the space and the line break"):
+            train_tokenizer(["ab"], kind="char", vocab_size=9)
+        assert len(train_tokenizer(["ab"], kind="char", vocab_size=10)) == 10
+
+    @pytest.mark.parametrize("vocab_size", [7, 0, -5])
+    def test_word_vocab_smaller_than_specials_plus_space_and_line_break(self, vocab_size):
+        with pytest.raises(
+            ValueError,
+            match=rf"vocab_size={vocab_size} is too small for a word tokenizer: it needs the 6 special tokens plus "
+            r"the space and the line break = 8, before any word. Use vocab_size >= 8",
+        ):
+            train_tokenizer(CORPUS, kind="word", vocab_size=vocab_size)
+        assert len(train_tokenizer(CORPUS, kind="word", vocab_size=8)) == 8
+
     def test_bpe_vocab_smaller_than_bytes_plus_specials(self):
         with pytest.raises(ValueError, match=r"vocab_size=200 .* 256 byte tokens plus 5 special tokens = 261"):
             train_tokenizer(CORPUS, kind="bpe", vocab_size=200)
 
     def test_unknown_kind(self):
-        with pytest.raises(ValueError, match="kind must be 'bpe' or 'char', got 'word'"):
-            train_tokenizer(CORPUS, kind="word")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="kind must be 'bpe', 'char' or 'word', got 'words'"):
+            train_tokenizer(CORPUS, kind="words")  # type: ignore[arg-type]
 
     def test_missing_file(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="nowhere.txt"):

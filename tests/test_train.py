@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import random
 import re
 import signal
 import subprocess
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gpt1.train import TrainConfig, train
@@ -80,18 +83,55 @@ def test_it_learns_and_records_metrics(trained):
         assert record["tokens_per_s"] > 0 and record["lr"] > 0
 
 
+def test_each_evaluation_keeps_its_sample(trained):
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (trained / "samples.jsonl").read_text().splitlines()]
+    assert [sample["step"] for sample in samples] == [20, 40, 60]
+    log = (trained.parent / f"{trained.name}.log").read_text()
+    for sample, record in zip(samples, records, strict=True):
+        assert (sample["train_loss"], sample["val_loss"]) == (record["train_loss"], record["val_loss"])
+        assert sample["prompt"] == "The" and sample["text"].startswith("The") and len(sample["text"]) > 3
+        assert f"step {sample['step']}: train" in log and sample["text"] in log  # what the terminal showed
+
+
 def test_model_card_reports_the_run(trained):
     card = (trained / "README.md").read_text()
-    last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    best = min(records, key=lambda record: record["val_loss"])  # the weights the folder keeps
     assert card.startswith("---\nlibrary_name: transformers\n") and "\npipeline_tag: text-generation\n" in card
     assert "custom_code" in card and "trust_remote_code=True" in card
-    assert f"{last['val_loss']:.4f}" in card and "| steps | 60 |" in card
+    assert f"| validation loss | {best['val_loss']:.4f} |" in card and "| steps | 60 |" in card
+    assert f"| weights | step {best['step']}: the lowest validation loss of 3 evaluations" in card
     assert "Python documentation topics" in card
+    # The samples, first to last, each in a fenced block under its step and validation loss.
+    samples = [json.loads(line) for line in (trained / "samples.jsonl").read_text().splitlines()]
+    section = card.split("### Samples during training", 1)[1].split("## Usage", 1)[0]
+    positions = [section.index(f"**Step {sample['step']}** (validation loss {sample['val_loss']:.4f})\n\n```text\n"
+                               f"{sample['text']}\n```") for sample in samples]  # fmt: skip
+    assert positions == sorted(positions)
+
+
+def test_the_folder_holds_the_best_evaluations_weights(trained):
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    best = min(records, key=lambda record: record["val_loss"])
+    kept = trained / "checkpoints" / "best" / "model.safetensors"
+    assert_same_weights(load_file(trained / "model.safetensors"), load_file(kept))
+    with safe_open(kept, framework="pt") as saved:
+        assert int(saved.metadata()["step"]) == best["step"]
+    log = (trained.parent / f"{trained.name}.log").read_text()
+    assert f"The folder holds the weights of step {best['step']} (validation loss {best['val_loss']:.4f}" in log
+
+
+def assert_same_weights(expected: dict, got: dict) -> None:
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
 
 
 def test_checkpoints_are_complete_and_only_the_last_k_are_kept(trained):
-    checkpoints = sorted(path.name for path in (trained / "checkpoints").iterdir())
+    checkpoints = sorted(path.name for path in (trained / "checkpoints").glob("step-*"))
     assert checkpoints == ["step-00000020", "step-00000040"]  # keep 2; no checkpoint at the final step
+    assert sorted(path.name for path in (trained / "checkpoints").iterdir()) == ["best", *checkpoints]
     for name in checkpoints:
         files = {path.name for path in (trained / "checkpoints" / name).iterdir()}
         assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= files
@@ -110,6 +150,7 @@ def test_generate_streams_a_continuation(trained):
 # SIGKILL from inside the process at that point); each time the run is resumed with --resume.
 KILL_POINTS = [
     "checkpoint-write@8",  # mid-write (weights, optimizer on disk; the run's progress not yet): no checkpoint yet
+    "best-written@12",  # the first evaluation's weights, the best so far, written but not yet renamed into place
     "step@13",  # between checkpoints
     "checkpoint-written@16",  # complete, not yet renamed into place
     "checkpoint-renamed@24",  # in place, the old ones not yet pruned
@@ -120,7 +161,7 @@ SAVE_EVERY = 8
 
 
 def test_killed_at_every_point_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
-    """SIGKILL one run at six points, checkpoint writes included, resuming after each: every resume
+    """SIGKILL one run at seven points, checkpoint and best-weights writes included, resuming after each: every resume
     succeeds, no kill loses more than one checkpoint interval, and the final weights are bit-identical
     to a run never killed."""
     options = [*TINY, "--max-steps", "36", "--eval-every", "12", "--save-every", str(SAVE_EVERY),
@@ -145,6 +186,9 @@ def test_killed_at_every_point_and_resumed_ends_with_the_uninterrupted_weights(t
         if point.startswith("checkpoint-write"):  # the half-written checkpoint is there, under its temporary name
             assert (killed / "checkpoints" / f".tmp-step-{kill_step:08d}").is_dir()
             assert not (killed / "checkpoints" / f"step-{kill_step:08d}").exists()
+        if point.startswith("best-written"):  # the new best is whole under its temporary name, not yet in place
+            assert (killed / "checkpoints" / "best" / ".tmp-model.safetensors").is_file()
+            assert not (killed / "checkpoints" / "best" / "model.safetensors").exists()
 
     resumed = gpt1_cli("train", "--output-dir", str(killed), *options, "--resume")
     assert "Resumed from" in resumed.stdout + resumed.stderr
@@ -152,19 +196,22 @@ def test_killed_at_every_point_and_resumed_ends_with_the_uninterrupted_weights(t
     assert whole.keys() == after_kills.keys()
     for name in whole:
         assert torch.equal(whole[name], after_kills[name]), name
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [12, 24, 36]
+    for log in ("metrics.jsonl", "samples.jsonl"):  # each evaluation once, none lost or repeated by the kills
+        assert [json.loads(line)["step"] for line in (killed / log).read_text().splitlines()] == [12, 24, 36], log
+    assert (killed / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()
     assert not list((killed / "checkpoints").glob(".tmp-*"))  # half-written leftovers are cleaned up
 
 
-def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     output = tmp_path / "run"
     options = [*TINY, "--max-steps", "10", "--eval-every", "5", "--save-every", "5"]
     gpt1_cli("train", "--output-dir", str(output), *options)
-    metrics = output / "metrics.jsonl"
-    metrics.write_text(metrics.read_text() + '{"step": 11, "train_lo')  # the tail of a write that never finished
+    logs = [output / "metrics.jsonl", output / "samples.jsonl"]
+    for log in logs:  # the tail of a write that never finished
+        log.write_text(log.read_text() + '{"step": 11, "train_lo')
     gpt1_cli("train", "--output-dir", str(output), *options, "--max-steps", "15", "--resume")
-    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [5, 10, 15]
+    for log in logs:  # resumed from step 5: step 10 logged again by the resumed run, once
+        assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [5, 10, 15], log
 
 
 def test_a_half_written_checkpoint_is_never_picked_up(tmp_path):
@@ -178,6 +225,141 @@ def test_a_half_written_checkpoint_is_never_picked_up(tmp_path):
     resumed = gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "10", "--eval-every", "10",
                        "--save-every", "5", "--resume")  # fmt: skip
     assert "Resumed from" in resumed.stdout + resumed.stderr and "step-00000005" in resumed.stdout + resumed.stderr
+
+
+# A run made to overfit: 80 lines of random letters, which a 0.4M-parameter model soon learns by heart,
+# while the validation lines (other random letters) can only get less likely as it does.
+OVERFIT = ["--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "128", "--block-size", "32",
+           "--batch-size", "8", "--eval-batches", "2", "--sample-tokens", "8", "--dropout", "0", "--lr", "3e-3",
+           "--warmup-steps", "5", "--max-steps", "200", "--eval-every", "10", "--save-every", "10",
+           "--keep-checkpoints", "100", "--early-stopping-patience", "3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def overfit(tmp_path_factory) -> tuple[Path, list[str], str]:
+    """The overfitting run, stopped early (`--early-stopping-patience 3`): its folder, options and log."""
+    folder = tmp_path_factory.mktemp("overfit")
+    rng = random.Random(0)
+    corpus = folder / "letters.txt"
+    corpus.write_text("".join("".join(rng.choice("abcdefgh") for _ in range(15)) + "\n" for _ in range(80)))
+    options = ["--dataset", str(corpus), *OVERFIT]
+    result = gpt1_cli("train", "--output-dir", str(folder / "run"), *options)
+    return folder / "run", options, result.stdout + result.stderr
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def validation_loss_of(folder: Path, options: list[str]) -> float:
+    """The validation loss of the model in `folder`, measured as training measures it (the first
+    --eval-batches batches of the validation blocks)."""
+    from gpt1 import GPT1ForCausalLM
+    from gpt1.data import load_corpus, pack_corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = GPT1ForCausalLM.from_pretrained(folder).eval()
+    corpus = load_corpus(options[options.index("--dataset") + 1], val_fraction=0.1)
+    blocks = pack_corpus(corpus, tokenizer, block_size=32)["validation"]["input_ids"][: 2 * 8]
+    with torch.no_grad():
+        losses = [model(input_ids=batch, labels=batch).loss for batch in torch.tensor(blocks).split(8)]
+    return torch.stack(losses).mean().item()
+
+
+def test_early_stopping_stops_patience_evaluations_after_the_best_and_keeps_its_weights(overfit):
+    output, options, log = overfit
+    records = read_log(output / "metrics.jsonl")
+    best = min(records, key=lambda record: record["val_loss"])
+    stop = records[-1]["step"]
+    # It ran until the third evaluation in a row without a new lowest validation loss, and not longer.
+    lowest, since = math.inf, []
+    for record in records:
+        since.append(0 if record["val_loss"] < lowest else since[-1] + 1)
+        lowest = min(lowest, record["val_loss"])
+    assert since[-1] == 3 and max(since[:-1]) < 3 and stop == best["step"] + 30 < 200, records
+    assert (
+        f"Early stopping at step {stop}: validation loss has not improved on {best['val_loss']:.4f} "
+        f"(step {best['step']}) for 3 evaluations (--early-stopping-patience 3)."
+    ) in log
+    # It said the model memorises, once per stretch without a new best (not at every evaluation), naming the best.
+    memorising = (r"validation loss [\d.]+ has not improved on ([\d.]+) \(step (\d+)\) for \d+ evaluations? "
+                  r"while training loss fell [\d.]+ → [\d.]+: the model is memorising the training text")  # fmt: skip
+    warnings = re.findall(memorising, log)
+    stretches = sum(1 for before, now in itertools.pairwise(since) if now == 1 and before == 0)
+    assert 1 <= len(warnings) <= stretches < sum(1 for count in since if count)
+    assert warnings[-1] == (f"{best['val_loss']:.4f}", str(best["step"]))
+    # The folder holds the best evaluation's weights, which get the validation loss reported for them.
+    weights = load_file(output / "model.safetensors")
+    assert_same_weights(load_file(output / "checkpoints" / f"step-{best['step']:08d}" / "model.safetensors"), weights)
+    assert_same_weights(load_file(output / "checkpoints" / "best" / "model.safetensors"), weights)
+    assert validation_loss_of(output, options) == pytest.approx(best["val_loss"], abs=1e-4)
+    assert (
+        f"The folder holds the weights of step {best['step']} (validation loss {best['val_loss']:.4f}, the lowest "
+        f"of {len(records)} evaluations; training went on to step {stop})."
+    ) in log
+    card = (output / "README.md").read_text()
+    assert f"| steps | {stop} of 200 (early stopping: validation loss had stopped improving) |" in card
+    assert f"| weights | step {best['step']}: the lowest validation loss of {len(records)} evaluations" in card
+    assert f"| validation loss | {best['val_loss']:.4f} |" in card and f"value: {best['val_loss']:.4f}" in card
+
+
+def test_final_weights_last_keeps_the_last_steps_weights(overfit, tmp_path):
+    output, options, _ = overfit
+    last = tmp_path / "last"
+    log = gpt1_cli("train", "--output-dir", str(last), *options, "--final-weights", "last").stdout
+    records = read_log(last / "metrics.jsonl")
+    assert records == [{**record, "tokens_per_s": records[index]["tokens_per_s"]}
+                       for index, record in enumerate(read_log(output / "metrics.jsonl"))]  # fmt: skip
+    best, final = min(records, key=lambda record: record["val_loss"]), records[-1]
+    weights = load_file(last / "model.safetensors")
+    assert not torch.equal(weights["transformer.token_embeddings.weight"],
+                           load_file(output / "model.safetensors")["transformer.token_embeddings.weight"])  # fmt: skip
+    assert validation_loss_of(last, options) == pytest.approx(final["val_loss"], abs=1e-4)
+    # The best weights are still there, for whoever wants them.
+    assert_same_weights(load_file(output / "model.safetensors"), load_file(last / "checkpoints/best/model.safetensors"))
+    assert (
+        f"The folder holds the weights of step {final['step']} (validation loss {final['val_loss']:.4f}, the last); "
+        f"the lowest was {best['val_loss']:.4f} at step {best['step']}"
+    ) in log
+    card = (last / "README.md").read_text()
+    assert (
+        f"| weights | step {final['step']}: the last (the lowest validation loss was {best['val_loss']:.4f}, "
+        f"at step {best['step']}) |"
+    ) in card
+    assert f"| validation loss | {final['val_loss']:.4f} |" in card
+
+
+def test_a_resumed_run_keeps_the_best_it_had_before_the_restart(overfit, tmp_path):
+    output, options, _ = overfit
+    records = read_log(output / "metrics.jsonl")
+    best = min(records, key=lambda record: record["val_loss"])["step"]
+    killed = tmp_path / "killed"
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "GPT1_FAILPOINT": f"step@{best + 15}",
+    }
+    command = [sys.executable, "-m", "gpt1", "train", "--output-dir", str(killed), *options]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    state = json.loads((killed / "checkpoints" / f"step-{best + 10:08d}" / "trainer_state.json").read_text())
+    assert state["validation"]["best_step"] == best and state["validation"]["evaluations_since_best"] == 1
+
+    resumed = gpt1_cli("train", "--output-dir", str(killed), *options, "--resume")
+    assert f"step-{best + 10:08d} at step {best + 10}" in resumed.stdout + resumed.stderr
+    assert [record["step"] for record in read_log(killed / "metrics.jsonl")] == [r["step"] for r in records]
+    assert (killed / "samples.jsonl").read_text() == (output / "samples.jsonl").read_text()
+    assert_same_weights(load_file(output / "model.safetensors"), load_file(killed / "model.safetensors"))
+
+    # A stopped run may have written a newer best after its last checkpoint: the resumed run goes back to the
+    # best its checkpoint knew, never a best from past that checkpoint.
+    stale = {name: torch.zeros_like(tensor) for name, tensor in load_file(killed / "model.safetensors").items()}
+    save_file(
+        stale, killed / "checkpoints" / "best" / "model.safetensors", metadata={"step": "9999", "val_loss": "0.1"}
+    )
+    gpt1_cli("train", "--output-dir", str(killed), *options, "--resume")
+    assert_same_weights(load_file(output / "model.safetensors"), load_file(killed / "model.safetensors"))
 
 
 DDP_SCRIPT = textwrap.dedent(
@@ -227,6 +409,48 @@ def test_two_process_ddp_on_cpu_with_torchrun(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(output, trust_remote_code=True).config.n_layer == 2
 
 
+# Each rank evaluates for real, then reports the script's validation loss instead: the best at step 20, then
+# two evaluations without a better one.
+DDP_EARLY_STOPPING_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import gpt1.train as training
+
+    losses = iter([3.0, 2.0, 2.5, 2.2, 1.0])
+    measure = training._evaluate
+
+    def scripted(accelerator, model, loader, max_batches):
+        measure(accelerator, model, loader, max_batches)
+        return next(losses)
+
+    training._evaluate = scripted
+    config = training.TrainConfig(output_dir=sys.argv[1], n_layer=2, n_head=2, n_embd=32, block_size=32,
+                                  batch_size=4, vocab_size=300, max_steps=100, eval_every=10, save_every=10,
+                                  keep_checkpoints=10, eval_batches=2, sample_tokens=4, early_stopping_patience=2)
+    training.train(config)
+    """
+)
+
+
+def test_two_process_ddp_stops_early_together_and_keeps_the_best_weights(tmp_path):
+    script = tmp_path / "ddp_early_stopping.py"
+    script.write_text(DDP_EARLY_STOPPING_SCRIPT)
+    output = tmp_path / "run"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+               str(script), str(output)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-5000:]  # both ranks stopped at step 40 (one alone would hang)
+    assert [record["step"] for record in read_log(output / "metrics.jsonl")] == [10, 20, 30, 40]
+    assert [sample["step"] for sample in read_log(output / "samples.jsonl")] == [10, 20, 30, 40]
+    said = result.stdout + result.stderr
+    assert said.count("Early stopping at step 40: validation loss has not improved on 2.0000 (step 20)") == 1
+    assert "The folder holds the weights of step 20 (validation loss 2.0000" in said
+    step_20 = load_file(output / "checkpoints" / "step-00000020" / "model.safetensors")
+    assert_same_weights(step_20, load_file(output / "model.safetensors"))
+    assert not (output / "checkpoints" / "step-00000040").exists()  # stopped: the final model, no checkpoint
+
+
 class TestBadInputBeforeTraining:
     @pytest.mark.parametrize(
         ("options", "message"),
@@ -235,6 +459,8 @@ class TestBadInputBeforeTraining:
             (["--preset", "huge"], "Unknown preset 'huge'; choose one of ['gpt1', 'small', 'tiny']"),
             (["--block-size", "64", "--n-positions", "32"], "--block-size 64 is longer than the model's context"),
             (["--tokenizer", "./no-tokenizer"], "No such tokenizer folder: './no-tokenizer'"),
+            (["--early-stopping-patience", "0"], "--early-stopping-patience must be at least 1 (evaluations in a row"),
+            (["--final-weights", "lowest"], "--final-weights must be best or last, got 'lowest': best keeps the"),
         ],
     )
     def test_cli_errors(self, tmp_path, options, message):

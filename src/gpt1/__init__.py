@@ -27,6 +27,7 @@ _EXPORTS = {
     "GPT1PreTrainedModel": ".model",
     "LORA_TARGET_MODULES": ".model",
     "TaskDataCollator": ".tasks",
+    "attention_html": ".explorer",
     "add_task_tokens": ".tasks",
     "classification_inputs": ".tasks",
     "entailment_inputs": ".tasks",
@@ -51,6 +52,7 @@ __all__ = [
     "TaskDataCollator",
     "__version__",
     "add_task_tokens",
+    "attention_html",
     "classification_inputs",
     "convert_openai_gpt",
     "entailment_inputs",
@@ -63,6 +65,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .convert import convert_openai_gpt
+    from .explorer import attention_html
     from .model import (
         LORA_TARGET_MODULES,
         GPT1Config,

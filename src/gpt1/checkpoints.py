@@ -4,6 +4,11 @@ ones, and the fail points the crash-safety tests kill the run at.
 A checkpoint is `checkpoints/step-N` in the run folder: Accelerate's `save_state` (model in
 safetensors, optimizer, RNG states), TRAINER_STATE (the data position and the learning-rate schedule,
 as JSON, so that resuming unpickles nothing) and TRAIN_CONFIG (the options of the run that wrote it).
+
+The best weights so far (lowest validation loss) are `checkpoints/best/model.safetensors`, their step and
+loss in the file's metadata; every checkpoint holds a hard link to the best weights of its moment
+(BEST_IN_CHECKPOINT), so that a resumed run gets back the best that its checkpoint knew, never a newer one
+written by the run that was stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from .model_folders import give_normal_permissions, saved_embedding_rows
 
@@ -24,6 +30,8 @@ FAILPOINT_VARIABLE = "GPT1_FAILPOINT"
 # The run's position and learning-rate schedule in each checkpoint, as JSON data.
 TRAINER_STATE = "trainer_state.json"
 TRAIN_CONFIG = "train_config.json"  # the options of the run, in the folder and in each checkpoint
+BEST_WEIGHTS = Path("checkpoints") / "best" / "model.safetensors"  # in the run folder; never pruned
+BEST_IN_CHECKPOINT = "best_model.safetensors"  # the best weights as the checkpoint's step knew them
 
 
 @dataclass
@@ -48,7 +56,8 @@ def failpoint(name: str, step: int) -> None:
     with SIGKILL on reaching that point, as `kill -9` or the OOM killer would. Unset, it does nothing.
 
     Points: "step" (after an optimizer step), "checkpoint-write" (mid-write), "checkpoint-written"
-    (complete, not yet renamed), "checkpoint-renamed" (before old ones are pruned), "final-save".
+    (complete, not yet renamed), "checkpoint-renamed" (before old ones are pruned), "best-written" (new
+    best weights complete, not yet renamed into place), "final-save".
     """
     if os.environ.get(FAILPOINT_VARIABLE) == f"{name}@{step}":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -80,6 +89,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, trainer
         # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
         failpoint("checkpoint-write", step)
         (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
+        if (output_dir / BEST_WEIGHTS).is_file():
+            _link_or_copy(output_dir / BEST_WEIGHTS, temporary / BEST_IN_CHECKPOINT)
         # The options of the run that wrote this checkpoint travel with it, so a resume is told the right ones.
         shutil.copy2(output_dir / TRAIN_CONFIG, temporary / TRAIN_CONFIG)
         give_normal_permissions(temporary)
@@ -92,7 +103,9 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, trainer
     accelerator.wait_for_everyone()
 
 
-def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress) -> None:
+def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress, validation=None) -> None:
+    """Put the checkpoint's JSON state into `scheduler`, `progress` and `validation` (the best evaluation
+    so far: a `ValidationWatch`, absent from checkpoints written before gpt1 kept it)."""
     state_file = checkpoint / TRAINER_STATE
     if not state_file.is_file():
         raise ValueError(
@@ -102,6 +115,62 @@ def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress) 
     state = json.loads(state_file.read_text())
     scheduler.load_state_dict(state["scheduler"])
     progress.load_state_dict(state["progress"])
+    if validation is not None and "validation" in state:
+        validation.load_state_dict(state["validation"])
+
+
+def save_best_weights(output_dir: Path, weights: dict[str, torch.Tensor], step: int, val_loss: float) -> Path:
+    """Write the best weights so far to BEST_WEIGHTS, atomically: a temporary file, then one rename over
+    the previous best (a kill at any moment leaves the old best or the new one, whole). `weights` is a
+    state dict without tied copies; the step and validation loss go into the file's metadata."""
+    target = output_dir / BEST_WEIGHTS
+    temporary = target.with_name(f".tmp-{target.name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in weights.items()}
+    save_file(tensors, str(temporary), metadata={"format": "pt", "step": str(step), "val_loss": repr(val_loss)})
+    give_normal_permissions(temporary.parent)
+    failpoint("best-written", step)
+    os.replace(temporary, target)
+    return target
+
+
+def best_weights_step(output_dir: Path) -> tuple[int, float] | None:
+    """The step and validation loss of the best weights on disk, or None when there are none."""
+    path = output_dir / BEST_WEIGHTS
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as saved:
+        metadata = saved.metadata() or {}
+    return int(metadata["step"]), float(metadata["val_loss"])
+
+
+def load_best_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(output_dir / BEST_WEIGHTS))
+
+
+def restore_best_weights(checkpoint: Path | None, output_dir: Path) -> None:
+    """As a run starts, the best weights that its `checkpoint` knew become the run's best again (a stopped
+    run may have written a newer best after its last checkpoint, which the resumed run has not reached);
+    a run starting from scratch has none."""
+    target = output_dir / BEST_WEIGHTS
+    kept = checkpoint / BEST_IN_CHECKPOINT if checkpoint is not None else None
+    if kept is None or not kept.is_file():  # no evaluation before this checkpoint: no best yet
+        target.unlink(missing_ok=True)
+        return
+    temporary = target.with_name(f".tmp-{target.name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary.unlink(missing_ok=True)
+    _link_or_copy(kept, temporary)
+    os.replace(temporary, target)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (no second copy on disk; the best file is replaced by rename, never written in place,
+    so the link keeps the old content), or a copy where the file system has no hard links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def check_resumable(checkpoint: Path, model: torch.nn.Module) -> None:

@@ -88,11 +88,33 @@ def _attention(args: argparse.Namespace) -> int:
 
     from .model_folders import load_model, load_tokenizer
     from .tokenization import pair_tokenizer_with_model
-    from .viz import plot_attention, save_figure
 
+    if args.compare and not args.html:
+        raise ValueError("--compare works with the HTML explorer: add --html attention.html.")
     tokenizer = load_tokenizer(args.model, revision=args.revision)
     model = load_model(AutoModel, args.model, revision=args.revision).eval()
     pair_tokenizer_with_model(tokenizer, model)
+    if args.html:
+        from .explorer import attention_html, html_size_summary
+
+        compare = compare_tokenizer = None
+        if args.compare:
+            compare_tokenizer = load_tokenizer(args.compare)
+            compare = load_model(AutoModel, args.compare).eval()
+            pair_tokenizer_with_model(compare_tokenizer, compare)
+        explorer = attention_html(
+            model,
+            tokenizer,
+            args.text,
+            compare=compare,
+            compare_tokenizer=compare_tokenizer,
+            names=(args.model, args.compare or ""),
+        )
+        print(f"Wrote {explorer.save(args.html)} ({html_size_summary(explorer)}): open it in a browser.")
+        return 0
+
+    from .viz import plot_attention, save_figure
+
     figure = plot_attention(model, tokenizer, args.text, layer=args.layer, head=args.head, query_token=args.query_token)
     print(f"Wrote {save_figure(figure, args.out)}")
     return 0
@@ -104,7 +126,7 @@ def _plot_metrics(args: argparse.Namespace) -> int:
     from .viz import plot_metrics, save_figure
 
     out = args.out or Path(args.run_dir) / "loss_curve.png"
-    print(f"Wrote {save_figure(plot_metrics(args.run_dir), out)}")
+    print(f"Wrote {save_figure(plot_metrics(args.run_dir, samples=args.samples), out)}")
     return 0
 
 
@@ -219,12 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     attention = subcommands.add_parser(
         "attention",
         allow_abbrev=False,
-        help="draw a model's attention on a text as heatmaps (needs matplotlib: scripts/install.py --extras viz)",
-        description="Draw attention heatmaps for TEXT: query tokens down, key tokens across, one panel per layer "
-        "or head. With --query-token, bar charts of where that token attends in each layer.",
+        help="look at a model's attention on a text: an interactive HTML explorer, or PNG heatmaps",
+        description="With --html, write the attention explorer: one self-contained page (no network) with the "
+        "layers x heads grid, a head view to hover tokens in, softmax(QK^T/sqrt(d))V step by step with the model's "
+        "own numbers, per-head scores, what <|classify|> reads, and --compare for a second model. Without it, draw "
+        "heatmaps for TEXT as a PNG (needs matplotlib: scripts/install.py --extras viz): query tokens down, key "
+        "tokens across, one panel per layer or head; with --query-token, bar charts of where that token attends.",
     )
     attention.add_argument("text", help="the text to look at")
     _add_model_source(attention)
+    attention.add_argument("--html", default=None, help="write the interactive explorer to this .html file")
+    attention.add_argument(
+        "--compare", default=None, help="with --html: a second model folder or Hub id (same tokenizer) to compare"
+    )
     attention.add_argument("--out", default="attention.png", help="the PNG to write (default attention.png)")
     attention.add_argument("--layer", default="all", help="a layer index, or all (default)")
     attention.add_argument("--head", default="mean", help="a head index, all, or mean over heads (default)")
@@ -234,12 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot_metrics = subcommands.add_parser(
         "plot-metrics",
         allow_abbrev=False,
-        help="draw a training run's loss curves (needs matplotlib: scripts/install.py --extras viz)",
+        help="draw a training run's loss curves and samples (needs matplotlib: scripts/install.py --extras viz)",
         description="Turn RUN_DIR/metrics.jsonl into a PNG: train and validation loss by step, with the gap "
-        "shaded, and the learning rate on a second axis.",
+        "shaded, the step where validation loss stopped improving while training loss fell marked, and the "
+        "learning rate on a second axis; beside it, a few of the samples in RUN_DIR/samples.jsonl, from first to "
+        "last, lettered like their markers on the validation curve.",
     )
     plot_metrics.add_argument("run_dir", help="a gpt1 train output folder (holding metrics.jsonl)")
     plot_metrics.add_argument("--out", default=None, help="the PNG to write (default RUN_DIR/loss_curve.png)")
+    plot_metrics.add_argument(
+        "--samples", type=int, default=4, help="samples shown beside the curve, first to last (0: none; default 4)"
+    )
     plot_metrics.set_defaults(handler=_plot_metrics)
 
     generate = subcommands.add_parser(

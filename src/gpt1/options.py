@@ -24,6 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+FINAL_WEIGHTS = ("best", "last")
 TASKS = ("causal-lm", "classification", "multiple-choice")
 
 # (name, learning rate, epochs) by model size. GPT-1's is for its own size: on the tiny and small presets
@@ -80,8 +81,8 @@ class TrainConfig:
         False, "read the data lazily (corpora larger than memory); shuffles within a 10,000-block buffer"
     )
     # tokenizer and model
-    tokenizer: str = option("bpe", "bpe or char (trained on the data), or a tokenizer folder / Hub id")
-    vocab_size: int = option(FROM_PRESET, "BPE vocabulary size (default: the preset's)")
+    tokenizer: str = option("bpe", "bpe, char or word (trained on the data), or a tokenizer folder / Hub id")
+    vocab_size: int = option(FROM_PRESET, "BPE or word vocabulary size (default: the preset's)")
     preset: str = option("tiny", _preset_help())
     n_layer: int = option(FROM_PRESET, "number of layers (default: the preset's)")
     n_head: int = option(FROM_PRESET, "number of attention heads (default: the preset's)")
@@ -109,6 +110,12 @@ class TrainConfig:
     eval_batches: int = option(20, "validation batches per evaluation")
     sample_prompt: str = option("The", "prompt of the samples written at each evaluation")
     sample_tokens: int = option(64, "tokens per sample")
+    early_stopping_patience: int | None = option(
+        None, "stop after N evaluations in a row without a new lowest validation loss (default: off)"
+    )
+    final_weights: str = option(
+        "best", "the weights the folder keeps: best (the evaluation with the lowest validation loss) or last"
+    )
     report_to: list[str] = field(
         default_factory=list, metadata={"help": "Accelerate trackers, e.g. tensorboard (repeatable)"}
     )
@@ -127,11 +134,11 @@ class TrainConfig:
         runs. (transformers' TrainingArguments resolves its derived options the same way.)"""
         if self.preset not in PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
-        if self.vocab_size is not FROM_PRESET and self.tokenizer != "bpe":
+        if self.vocab_size is not FROM_PRESET and self.tokenizer not in ("bpe", "word"):
             raise ValueError(
-                f"--vocab-size {self.vocab_size} conflicts with --tokenizer {self.tokenizer!r}: it sizes the BPE "
-                "tokenizer trained for the run, while a char tokenizer has one token per character and a "
-                "saved tokenizer keeps its own size. Drop --vocab-size, or use --tokenizer bpe."
+                f"--vocab-size {self.vocab_size} conflicts with --tokenizer {self.tokenizer!r}: it sizes the BPE or "
+                "word tokenizer trained for the run, while a char tokenizer has one token per character and a "
+                "saved tokenizer keeps its own size. Drop --vocab-size, or use --tokenizer bpe or word."
             )
         for name, value in PRESETS[self.preset].items():
             if getattr(self, name) is FROM_PRESET:
@@ -143,6 +150,16 @@ class TrainConfig:
         _check_positive(self, ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "block_size"))
         if self.keep_checkpoints < 1:
             raise ValueError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(
+                f"--early-stopping-patience must be at least 1 (evaluations in a row without a new lowest "
+                f"validation loss), got {self.early_stopping_patience}. Leave it out to train all --max-steps."
+            )
+        if self.final_weights not in FINAL_WEIGHTS:
+            raise ValueError(
+                f"--final-weights must be best or last, got {self.final_weights!r}: best keeps the weights of the "
+                "evaluation with the lowest validation loss, last those of the last step."
+            )
         if self.resume and self.overwrite:
             raise ValueError(
                 "--resume continues the run in --output-dir and --overwrite deletes it: choose one of them."

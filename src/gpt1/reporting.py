@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data import hub_dataset_id
-from .metrics import read_metrics
+from .metrics import METRICS, SAMPLES, SAMPLES_SHOWN, spread
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ MODEL_ID_PATTERN = re.compile(r'^model_id = ".*"  # this folder, or the Hub repo
 
 
 def write_loss_curve(run_dir: Path) -> Path | None:
-    """Draw train and validation loss against step into run_dir/loss_curve.png; None without matplotlib."""
+    """Draw the run's loss curve, with a few of its samples beside it, into run_dir/loss_curve.png (see
+    `viz.plot_metrics`); None without matplotlib."""
     try:
         from .viz import plot_metrics, save_figure
     except ImportError as error:
@@ -44,22 +45,33 @@ def write_model_card(
     tokens_seen: int,
     dataset_id: str | None = None,
     repo_id: str | None = None,
+    weights_step: int | None = None,
+    max_steps: int | None = None,
 ) -> Path:
-    """README.md for the Hub: metadata (with `model-index` results), architecture, data, results, usage
-    and limitations. `dataset_id` is the Hub dataset trained on, when there is one; `repo_id` the Hub
-    repo the folder goes to, when known (`gpt1 push` names it in the card as it uploads)."""
-    records = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-    last = records[-1] if records else {}
-    train_loss, val_loss = last.get("train_loss"), last.get("val_loss")
+    """README.md for the Hub: metadata (with `model-index` results), architecture, data, results, a few
+    of the samples written during training, usage and limitations. `dataset_id` is the Hub dataset trained
+    on, when there is one; `repo_id` the Hub repo the folder goes to, when known (`gpt1 push` names it in
+    the card as it uploads). `weights_step` is the step whose weights the folder holds (default: the last
+    evaluated); the results are that evaluation's. `max_steps`, when more than `steps`, says the run
+    stopped early."""
+    records = METRICS.read(run_dir, missing_ok=True)
+    kept = next((record for record in records if record["step"] == weights_step), records[-1] if records else {})
+    train_loss, val_loss = kept.get("train_loss"), kept.get("val_loss")
     config = model.config
     parameters = model.num_parameters()  # tied embeddings counted once
     results = (
-        f"| final train loss | {train_loss:.4f} |\n| final validation loss | {val_loss:.4f} |\n"
+        _weights_row(records, kept) + f"| train loss | {train_loss:.4f} |\n| validation loss | {val_loss:.4f} |\n"
         f"| validation perplexity | {math.exp(min(val_loss, 50.0)):.2f} |\n"
         if train_loss is not None and val_loss is not None
         else "| results | no evaluation was recorded |\n"
     )
+    stopped = (
+        f" of {max_steps:,} (early stopping: validation loss had stopped improving)"
+        if max_steps is not None and steps < max_steps
+        else ""
+    )
     picture = "![Training and validation loss](loss_curve.png)\n\n" if (run_dir / "loss_curve.png").exists() else ""
+    samples = _samples_section(SAMPLES.read(run_dir, missing_ok=True))
     metrics = (
         [("loss", "validation loss", val_loss), ("perplexity", "validation perplexity", math.exp(min(val_loss, 50.0)))]
         if val_loss is not None
@@ -85,10 +97,10 @@ self-attention and a GELU feed-forward, no final LayerNorm, input and output emb
 | | |
 |---|---|
 | data | {data_description} |
-| steps | {steps:,} |
+| steps | {steps:,}{stopped} |
 | tokens seen | {tokens_seen:,} |
 {results}
-{picture}## Usage
+{picture}{samples}## Usage
 
 The model code travels with the weights, so `gpt1` need not be installed:
 
@@ -114,6 +126,45 @@ data and knows nothing else. Its output is not factual and must not be relied on
     target = run_dir / "README.md"
     target.write_text(card)
     return target
+
+
+def _weights_row(records: list[dict], kept: dict) -> str:
+    """The table row saying whose weights the folder holds, and how they compare with the other evaluations."""
+    best = min(records, key=lambda record: record["val_loss"])
+    if kept["step"] == best["step"]:
+        how = f"the lowest validation loss of {len(records)} evaluation{'s' if len(records) != 1 else ''}"
+        last = records[-1]
+        if last["step"] != kept["step"]:
+            how += (
+                f" (the last, step {last['step']:,}: train {last['train_loss']:.4f}, validation {last['val_loss']:.4f})"
+            )
+    else:
+        how = f"the last (the lowest validation loss was {best['val_loss']:.4f}, at step {best['step']:,})"
+    return f"| weights | step {kept['step']:,}: {how} |\n"
+
+
+def _samples_section(samples: list[dict]) -> str:
+    """What the model wrote from the prompt at a few evaluations, first to last, in fenced blocks."""
+    shown = spread(samples, SAMPLES_SHOWN)
+    if not shown:
+        return ""
+    prompt = shown[0].get("prompt", "")
+    parts = [
+        "### Samples during training\n\n"
+        f"What the model wrote from the prompt {prompt!r} at {len(shown)} of its {len(samples)} evaluations, "
+        "the same random seed each time (every one is in `samples.jsonl` in the training run's folder):\n"
+    ]
+    for sample in shown:
+        fence = "`" * max(3, _longest_backtick_run(sample["text"]) + 1)
+        parts.append(
+            f"\n**Step {sample['step']:,}** (validation loss {sample['val_loss']:.4f})\n\n"
+            f"{fence}text\n{sample['text']}\n{fence}\n"
+        )
+    return "".join(parts) + "\n"
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
 def _escape(text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import os
 import shutil
@@ -17,32 +18,40 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoints import (
+    BEST_WEIGHTS,
     TRAIN_CONFIG,
     TrainingProgress,
+    best_weights_step,
     check_resumable,
     drop_tied_copies,
     failpoint,
     latest_checkpoint,
     list_checkpoints,
+    load_best_weights,
     load_trainer_state,
+    restore_best_weights,
+    save_best_weights,
     save_checkpoint,
 )
 from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
 from .hub import push_folder
-from .metrics import append_record, restart_metrics
+from .metrics import METRICS, SAMPLES, restart_logs
 from .model import GPT1Config, GPT1ForCausalLM
 from .model_folders import give_normal_permissions, load_model
 from .options import TrainConfig
+from .overfitting import ValidationWatch
 from .reporting import write_loss_curve, write_model_card
 from .sources import check_folder_or_hub_repo
-from .tokenization import TokenizerKind, pair_tokenizer_with_model, train_tokenizer
+from .tokenization import TOKENIZER_KINDS, pair_tokenizer_with_model, train_tokenizer, vocabulary_coverage
+
+logger = logging.getLogger(__name__)
 
 STREAM_SHUFFLE_BUFFER = 10_000  # blocks
 STREAM_TOKENIZER_ROWS = 100_000
@@ -114,13 +123,14 @@ def train(config: TrainConfig) -> Path:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    progress = TrainingProgress()
+    progress, watch = TrainingProgress(), ValidationWatch()
     # The scheduler is stepped by hand once per optimizer step (a prepared one steps once per process).
-    # It and `progress` are saved as JSON (TRAINER_STATE), not registered with Accelerate, which would
-    # pickle them and unpickle them with weights_only=False: a checkpoint must not be able to run code.
+    # It, `progress` and `watch` (the best evaluation so far) are saved as JSON (TRAINER_STATE), not
+    # registered with Accelerate, which would pickle them and unpickle them with weights_only=False: a
+    # checkpoint must not be able to run code.
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        load_trainer_state(checkpoint, scheduler, progress)
+        load_trainer_state(checkpoint, scheduler, progress, watch)
         accelerator.print(f"Resumed from {checkpoint} at step {progress.step}.")
     elif config.resume:
         accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
@@ -130,7 +140,8 @@ def train(config: TrainConfig) -> Path:
     accelerator.init_trackers("gpt1", config={k: v for k, v in asdict(config).items() if not isinstance(v, list)})
 
     if accelerator.is_main_process:
-        restart_metrics(output_dir, resumed_at_step=progress.step if checkpoint is not None else None)
+        restart_logs(output_dir, resumed_at_step=progress.step if checkpoint is not None else None)
+        restore_best_weights(checkpoint, output_dir)
     _run(
         accelerator,
         config,
@@ -140,6 +151,7 @@ def train(config: TrainConfig) -> Path:
         loaders=(train_loader, val_loader),
         tokenizer=tokenizer,
         progress=progress,
+        watch=watch,
         output_dir=output_dir,
     )
 
@@ -147,8 +159,8 @@ def train(config: TrainConfig) -> Path:
     failpoint("final-save", progress.step)
     final_model = _gathered_model(accelerator, model)
     if accelerator.is_main_process:
+        kept_step = _keep_final_weights(config, final_model, output_dir, watch, progress.step)
         final_model.save_pretrained(output_dir)
-    if accelerator.is_main_process:
         give_normal_permissions(output_dir)
         # The loss curve is already drawn: the last step always evaluates.
         write_model_card(
@@ -159,7 +171,10 @@ def train(config: TrainConfig) -> Path:
             progress.tokens_seen,
             dataset_id=hub_dataset_id(config.dataset),
             repo_id=config.push_to_hub,
+            weights_step=kept_step,
+            max_steps=config.max_steps,
         )
+        accelerator.print(_kept_line(output_dir, kept_step, watch))
         if config.push_to_hub:
             accelerator.print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
     accelerator.end_training()
@@ -176,9 +191,11 @@ def _run(
     loaders: tuple[DataLoader, DataLoader],
     tokenizer: PreTrainedTokenizerBase,
     progress: TrainingProgress,
+    watch: ValidationWatch,
     output_dir: Path,
 ) -> None:
-    """The loop: optimizer steps until `config.max_steps`, evaluating, sampling and checkpointing as it goes."""
+    """The loop: optimizer steps until `config.max_steps` (or early stopping), evaluating, sampling, keeping
+    the best weights and checkpointing as it goes."""
     train_loader, val_loader = loaders
     batches = _batches(accelerator, train_loader, progress)
     bar = tqdm(
@@ -234,16 +251,34 @@ def _run(
             fsdp = accelerator.distributed_type == DistributedType.FSDP
             if accelerator.is_main_process or fsdp:
                 sample = _sample(accelerator.unwrap_model(model), tokenizer, config, synced=fsdp)
+            # Every process gets the same gathered val_loss, so the same verdict: they agree on new bests
+            # (which FSDP gathers collectively) and on stopping.
+            verdict = watch.update(progress.step, step_loss, val_loss, config.early_stopping_patience)
+            if verdict.new_best:
+                _save_best_weights(accelerator, model, output_dir, progress.step, val_loss)
             if accelerator.is_main_process:
                 bar.write(
                     f"step {progress.step}: train {step_loss:.4f}, val {val_loss:.4f} "
                     f"(ppl {record['val_perplexity']:.2f})\n--- sample ---\n{sample}\n--------------"
                 )
-                append_record(output_dir, record)
+                if verdict.message:
+                    bar.write(verdict.message)
+                METRICS.append(output_dir, record)
+                SAMPLES.append(
+                    output_dir,
+                    {"step": progress.step, "train_loss": step_loss, "val_loss": val_loss,
+                     "prompt": config.sample_prompt, "text": sample},
+                )  # fmt: skip
                 write_loss_curve(output_dir)
             model.train()
+            if verdict.stop:
+                break
         if progress.step % config.save_every == 0 and progress.step < config.max_steps:
-            trainer_state = {"progress": progress.state_dict(), "scheduler": scheduler.state_dict()}
+            trainer_state = {
+                "progress": progress.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "validation": watch.state_dict(),
+            }
             save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints, trainer_state)
     bar.close()
 
@@ -376,6 +411,63 @@ def _gathered_model(accelerator: Accelerator, model: torch.nn.Module) -> PreTrai
     return whole
 
 
+def _save_best_weights(
+    accelerator: Accelerator, model: torch.nn.Module, output_dir: Path, step: int, loss: float
+) -> None:
+    """The weights of a new best evaluation to BEST_WEIGHTS, written by the main process. Under FSDP every
+    process takes part in gathering them (a collective call); elsewhere the main process holds them whole."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        state_dict = accelerator.get_state_dict(model)
+    elif accelerator.is_main_process:
+        state_dict = accelerator.unwrap_model(model).state_dict()
+    if accelerator.is_main_process:
+        tied = set(getattr(accelerator.unwrap_model(model), "_keys_to_ignore_on_save", None) or ())
+        save_best_weights(output_dir, {name: t for name, t in state_dict.items() if name not in tied}, step, loss)
+
+
+def _keep_final_weights(
+    config: TrainConfig, model: PreTrainedModel, output_dir: Path, watch: ValidationWatch, last_step: int
+) -> int:
+    """Put the weights the folder keeps into `model` (the trained one, whole) and return their step:
+    the best evaluation's with `--final-weights best`, unless the last step is the best; else the last."""
+    if config.final_weights != "best" or watch.best_step is None or watch.best_step == last_step:
+        return last_step
+    on_disk = best_weights_step(output_dir)
+    if on_disk is None or on_disk[0] != watch.best_step:
+        logger.warning(
+            "The best weights (step %s) are not in %s (found: %s); the folder keeps the last step's weights.",
+            watch.best_step,
+            output_dir / BEST_WEIGHTS,
+            "none" if on_disk is None else f"step {on_disk[0]}",
+        )
+        return last_step
+    tied = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    missing, unexpected = model.load_state_dict(load_best_weights(output_dir), strict=False)
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(
+            f"{output_dir / BEST_WEIGHTS} does not hold this model's weights (missing {sorted(set(missing) - tied)}, "
+            f"unexpected {sorted(unexpected)})."
+        )
+    return watch.best_step
+
+
+def _kept_line(output_dir: Path, kept_step: int, watch: ValidationWatch) -> str:
+    """The run's last word: whose weights the folder holds, and their validation loss."""
+    losses = {record["step"]: record["val_loss"] for record in METRICS.read(output_dir, missing_ok=True)}
+    if kept_step not in losses:
+        return f"The folder holds the weights of step {kept_step}."
+    kept = f"the weights of step {kept_step} (validation loss {losses[kept_step]:.4f}"
+    if kept_step == watch.best_step:
+        best_of = f"the lowest of {len(losses)} evaluation{'s' if len(losses) != 1 else ''}"
+        last = max(losses)
+        trained_on = "" if kept_step == last else f"; training went on to step {last}"
+        return f"The folder holds {kept}, {best_of}{trained_on})."
+    return (
+        f"The folder holds {kept}, the last); the lowest was {watch.best_val_loss:.4f} at step "
+        f"{watch.best_step}, whose weights are in {output_dir / BEST_WEIGHTS} (--final-weights best keeps them)."
+    )
+
+
 def _distributed_on_cpu() -> bool:
     """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
     DDP, or each process silently trains alone."""
@@ -385,13 +477,22 @@ def _distributed_on_cpu() -> bool:
 def _tokenizer(config: TrainConfig, corpus: Corpus, output_dir: Path, resuming: bool) -> PreTrainedTokenizerBase:
     if resuming and (output_dir / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(output_dir)  # the run's own folder, not the Hub  # nosec B615
-    if config.tokenizer in ("bpe", "char"):
-        kind: TokenizerKind = "bpe" if config.tokenizer == "bpe" else "char"
-        vocab_size = config.vocab_size if kind == "bpe" else None
+    kind = next((kind for kind in TOKENIZER_KINDS if kind == config.tokenizer), None)
+    if kind is not None:
+        vocab_size = None if kind == "char" else config.vocab_size
         # From a stream, the tokenizer learns from its first rows rather than reading it all.
         source = corpus.train.take(STREAM_TOKENIZER_ROWS) if config.streaming else corpus.train
-        return train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
-    check_folder_or_hub_repo(config.tokenizer, "tokenizer", " Pass bpe, char, a tokenizer folder or a Hub id.")
+        tokenizer = train_tokenizer(source, kind=kind, vocab_size=vocab_size, text_column=corpus.text_column)
+        if kind == "word":
+            # The pieces a word vocabulary lacks lose their text: say how much of the text that is.
+            coverage = vocabulary_coverage(tokenizer, source, text_column=corpus.text_column)
+            PartialState().print(
+                f"Word vocabulary: {len(tokenizer):,} tokens cover {coverage.percent} of the training text's "
+                f"{coverage.pieces:,} words, punctuation marks and spaces; the other {coverage.unknown:,} become "
+                f"{tokenizer.unk_token}."
+            )
+        return tokenizer
+    check_folder_or_hub_repo(config.tokenizer, "tokenizer", " Pass bpe, char, word, a tokenizer folder or a Hub id.")
     return AutoTokenizer.from_pretrained(config.tokenizer)  # the tokenizer the user names  # nosec B615
 
 
