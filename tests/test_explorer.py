@@ -246,10 +246,11 @@ def test_in_chromium_a_clicked_token_shows_the_models_own_attention(browser, tok
     from selenium.webdriver.support.ui import Select
 
     pretrained, tuned = tiny_model(tokenizer, seed=0), tiny_model(tokenizer, seed=1)
-    explorer = attention_html(pretrained, tokenizer, TASK_FORMAT, compare=tuned, names=("pretrained", "tuned"))
+    explorer = attention_html(pretrained, tokenizer, TASK_FORMAT, compare=tuned, names=("pretrained", "<i>tuned</i>"))
     page = explorer.save(tmp_path / "explorer.html")
     open_page(browser, page)
     assert console_problems(browser) == []
+    assert "Comparing pretrained and <i>tuned</i>" in browser.find_element(By.ID, "tokens-legend").text  # as text
     weights = explorer.records[0].weights  # [layer, head, query, key]
     screenshots = Path(os.environ.get("GPT1_SCREENSHOTS", tmp_path))
     screenshots.mkdir(parents=True, exist_ok=True)

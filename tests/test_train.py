@@ -25,7 +25,7 @@ from gpt1.train import TrainConfig, train
 from .helpers import gpt1_cli
 
 # A model and schedule small enough for a few seconds on 2 CPU cores. TINY_ANY_TOKENIZER leaves out
-# --vocab-size, which sizes a BPE tokenizer trained for the run and conflicts with any other tokenizer.
+# --vocab-size, which sizes a BPE or word tokenizer trained for the run and conflicts with any other tokenizer.
 TINY_ANY_TOKENIZER = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8",
                       "--eval-batches", "2", "--sample-tokens", "8"]  # fmt: skip
 TINY = [*TINY_ANY_TOKENIZER, "--vocab-size", "300"]

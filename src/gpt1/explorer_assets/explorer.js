@@ -128,6 +128,8 @@
   function colour(value, extent = 1) {
     return isDiff() ? diverging(scaled(value / (extent || 1))) : sequential(scaled(value));
   }
+  const escapeHtml = (text) =>
+    String(text).replace(/[&<>"']/g, (character) => `&#${character.charCodeAt(0)};`);
   const css = (rgb) => `rgb(${rgb[0]},${rgb[1]},${rgb[2]})`;
   const darkBackground = (rgb) => 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140;
 
@@ -799,7 +801,10 @@
           " · special tokens in dashed boxes",
       );
     }
-    if (models.length > 1) parts.push(`Comparing <b>${models[0].name}</b> and <b>${models[1].name}</b> on the same tokens; "difference": red where the second attends more, blue where less.`);
+    if (models.length > 1) {
+      const [first, second] = models.map((model) => escapeHtml(model.name));
+      parts.push(`Comparing <b>${first}</b> and <b>${second}</b> on the same tokens; "difference": red where the second attends more, blue where less.`);
+    }
     $("tokens-legend").innerHTML = parts.join(" &nbsp;·&nbsp; ");
   }
 
