@@ -388,14 +388,18 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_process_ddp_on_cpu_with_torchrun(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT)
-    output = tmp_path / "run"
+def torchrun_two_processes(tmp_path: Path, script_text: str, port: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run `script_text` on 2 CPU processes with torchrun, the run folder as its argument."""
+    script, output = tmp_path / "two_processes.py", tmp_path / "run"
+    script.write_text(script_text)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
                str(script), str(output)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env), output
+
+
+def test_two_process_ddp_on_cpu_with_torchrun(tmp_path):
+    result, output = torchrun_two_processes(tmp_path, DDP_SCRIPT, port=29517)
     assert result.returncode == 0, result.stderr[-5000:]
     seen = [json.loads((output / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 30
@@ -433,13 +437,7 @@ DDP_EARLY_STOPPING_SCRIPT = textwrap.dedent(
 
 
 def test_two_process_ddp_stops_early_together_and_keeps_the_best_weights(tmp_path):
-    script = tmp_path / "ddp_early_stopping.py"
-    script.write_text(DDP_EARLY_STOPPING_SCRIPT)
-    output = tmp_path / "run"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-               str(script), str(output)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    result, output = torchrun_two_processes(tmp_path, DDP_EARLY_STOPPING_SCRIPT, port=29518)
     assert result.returncode == 0, result.stderr[-5000:]  # both ranks stopped at step 40 (one alone would hang)
     assert [record["step"] for record in read_log(output / "metrics.jsonl")] == [10, 20, 30, 40]
     assert [sample["step"] for sample in read_log(output / "samples.jsonl")] == [10, 20, 30, 40]

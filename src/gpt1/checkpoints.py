@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .model_folders import give_normal_permissions, saved_embedding_rows
+from .model_folders import EMBEDDING_MATRIX, give_normal_permissions
 
 FAILPOINT_VARIABLE = "GPT1_FAILPOINT"
 # The run's position and learning-rate schedule in each checkpoint, as JSON data.
@@ -179,17 +179,17 @@ def check_resumable(checkpoint: Path, model: torch.nn.Module) -> None:
     weights = checkpoint / "model.safetensors"
     if not weights.is_file():
         return  # sharded or otherwise saved: leave it to Accelerate
-    rows = saved_embedding_rows(weights)
+    with safe_open(str(weights), framework="pt") as saved:
+        saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
+    rows = saved_shapes.get(EMBEDDING_MATRIX, (0,))[0]
     vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
-    if rows is not None and vocab_size is not None and rows > vocab_size:
+    if vocab_size is not None and rows > vocab_size:
         raise ValueError(
             f"--resume: the checkpoint {str(checkpoint)!r} was written by gpt1 before 0.2, which kept {rows} "
             f"embedding rows for vocab_size {vocab_size} (padding), and its optimizer state has that shape too, so "
             "this gpt1 cannot continue it. Finish the run with the gpt1 that started it, or upgrade a finished "
             "folder with `gpt1 convert OLD NEW` and train on from it with --init-from NEW."
         )
-    with safe_open(str(weights), framework="pt") as saved:
-        saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
     built_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     missing = sorted(set(built_shapes) - set(saved_shapes) - {"lm_head.weight"})  # the tied head is not saved
     different = [

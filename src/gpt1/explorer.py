@@ -202,7 +202,7 @@ def _token_kinds(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> tu
     return kinds, segments
 
 
-def _readable(piece: str) -> str:
+def readable_token(piece: str) -> str:
     """A token as shown: a line break as ⏎, nothing as ∅ (spaces stay spaces; the page shows them as ·)."""
     return piece.replace("\n", "⏎") or "∅"
 
@@ -271,7 +271,7 @@ def attention_html(
                 "pass the tokenizer saved with the model (both models must share it to be compared)."
             )
     records = [record_attention(candidate, input_ids, name) for candidate, name in models]
-    tokens = [_readable(str(tokenizer.decode([token_id]))) for token_id in token_ids]
+    tokens = [readable_token(str(tokenizer.decode([token_id]))) for token_id in token_ids]
     kinds, segments = _token_kinds(tokenizer, token_ids)
     payload = {
         "title": title or f"Attention on {text if len(text) <= 70 else text[:67] + '…'!r}",

@@ -50,18 +50,12 @@ class RunLog:
 METRICS = RunLog("metrics.jsonl")
 SAMPLES = RunLog("samples.jsonl")
 RUN_LOGS = (METRICS, SAMPLES)
-METRICS_FILE = METRICS.file_name
 
 
 def restart_logs(run_dir: Path, resumed_at_step: int | None) -> None:
     """Every log of the run, started afresh or cut back to the checkpoint a resumed run starts from."""
     for log in RUN_LOGS:
         log.restart(run_dir, resumed_at_step)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a folder or the file itself)."""
-    return METRICS.read(path)
 
 
 SAMPLES_SHOWN = 4  # the samples a picture or a card shows: the first, two in between, the last

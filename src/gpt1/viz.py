@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .explorer import attention_html, record_attention
+from .explorer import attention_html, readable_token, record_attention
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -290,5 +290,5 @@ def _select(choice: int | str, count: int, name: str, allowed: tuple[str, ...]) 
 
 
 def _readable(piece: str) -> str:
-    """A token as a tick label: a leading space shown as ·, line breaks as ⏎."""
-    return piece.replace("\n", "⏎").replace(" ", "·") or "∅"
+    """A token as a tick label: as the explorer shows it (line breaks as ⏎), with spaces shown as ·."""
+    return readable_token(piece).replace(" ", "·")
