@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import DataCollatorWithFlattening, DynamicCache, StaticCache, Trainer, TrainingArguments
-from transformers.generation import CompileConfig
+from transformers.generation import CompileConfig, GenerationConfig
 
 from gpt1 import (
     GPT1ForCausalLM,
@@ -108,6 +108,104 @@ def test_generate_compiles_the_static_cache_decode_step_in_one_graph(model, conf
     )
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1, "generate did not compile the forward"
     assert torch.equal(compiled, expected)
+
+
+def compiled_graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def test_generate_switches_to_compiled_decoding_once_it_has_paid(model, config, fresh_dynamo):
+    """The "auto" rule: eager until this model has spent `compiled_decoding_after_seconds` decoding, then a static
+    cache and a compiled step, with the same greedy tokens."""
+    prompt = random_ids(config, batch=1, seq=6)
+    expected, _ = recompute_greedily(model, prompt, 8)
+    model.compiled_decoding_backend = "eager"  # the path, without a C++ compile
+    model.compiled_decoding_after_seconds = {"cpu": 3600.0}
+    assert torch.equal(model.generate(prompt, max_new_tokens=8, do_sample=False), expected)
+    assert torch.equal(model.generate(prompt, max_new_tokens=8, do_sample=False), expected)
+    assert compiled_graphs() == 0, "less than an hour of decoding: still eager"
+    assert 0 < model._eager_decoding_seconds < 60
+    model.compiled_decoding_after_seconds = {"cpu": model._eager_decoding_seconds}  # the time has been spent
+    compiled = model.generate(prompt, max_new_tokens=8, do_sample=False)
+    assert compiled_graphs() >= 1, "generate did not switch to the compiled decode step"
+    assert torch.equal(compiled, expected)
+
+
+def test_compiled_decoding_can_be_forced_or_refused(model, config, fresh_dynamo):
+    model.compiled_decoding_backend = "eager"
+    prompt = random_ids(config, batch=2, seq=5)
+    model.compiled_decoding = False
+    model.compiled_decoding_after_seconds = {"cpu": 0.0}
+    eager = model.generate(prompt, max_new_tokens=6, do_sample=False)
+    assert compiled_graphs() == 0
+    model.compiled_decoding = True
+    model.compiled_decoding_after_seconds = {"cpu": 3600.0}
+    # As README's `model.generate(**inputs)` and pipelines call it: the ids as a keyword.
+    assert torch.equal(model.generate(input_ids=prompt, max_new_tokens=6, do_sample=False), eager)
+    assert compiled_graphs() >= 1
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"output_attentions": True, "return_dict_in_generate": True},
+        {"cache_implementation": "dynamic"},
+        {"num_beams": 2},
+        {"generation_config": GenerationConfig(num_beams=2, max_new_tokens=4)},
+        {"synced_gpus": None},  # generate turns it on under FSDP or ZeRO-3
+    ],
+    ids=["output_attentions", "cache_implementation", "num_beams", "generation_config", "synced_gpus"],
+)
+def test_a_caller_who_chose_is_not_overruled(model, config, fresh_dynamo, choice):
+    model.compiled_decoding = True
+    model.compiled_decoding_backend = "eager"
+    model.generate(random_ids(config, batch=1, seq=4), max_new_tokens=4, do_sample=False, **choice)
+    assert compiled_graphs() == 0
+
+
+def test_a_model_whose_generation_config_asks_for_beams_is_not_overruled(model, config, fresh_dynamo):
+    model.compiled_decoding = True
+    model.compiled_decoding_backend = "eager"
+    model.generation_config.num_beams = 2
+    model.generate(random_ids(config, batch=1, seq=4), max_new_tokens=4, do_sample=False)
+    assert compiled_graphs() == 0
+
+
+def test_a_failed_compile_falls_back_to_eager_with_a_warning(model, config, fresh_dynamo):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    model.compiled_decoding = True
+    model.compiled_decoding_backend = broken_backend
+    prompt = random_ids(config, batch=1, seq=6)
+    expected, _ = recompute_greedily(model, prompt, 6)
+    with pytest.warns(UserWarning, match="compiling the decode step failed"):
+        assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False), expected)
+    assert model._compile_failed
+    assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False), expected)  # eager, no retry
+
+
+def test_a_failed_compile_draws_the_same_samples_as_eager_decoding(model, config, fresh_dynamo):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    prompt = random_ids(config, batch=1, seq=6)
+    torch.manual_seed(7)
+    eager = model.generate(prompt, max_new_tokens=8, do_sample=True, top_k=20)
+    model.compiled_decoding = True
+    model.compiled_decoding_backend = broken_backend
+    torch.manual_seed(7)
+    with pytest.warns(UserWarning, match="compiling the decode step failed"):
+        retried = model.generate(prompt, max_new_tokens=8, do_sample=True, top_k=20)
+    assert torch.equal(retried, eager)
 
 
 def test_forward_with_a_static_cache_compiles_in_one_graph(model, config):

@@ -245,6 +245,36 @@ def test_chunked_training_loss_matches_the_plain_loss_and_gradients(config, padd
         torch.testing.assert_close(first, second, atol=1e-6, rtol=1e-4)
 
 
+def test_the_chunked_loss_under_no_grad_computes_no_gradients(config):
+    """Evaluation (`gpt1 train` evaluates with skip_logits under no_grad) gets the same loss from one matrix multiply
+    per chunk, not three: autograd's `needs_input_grad` says True under no_grad, so the loss must ask grad mode."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMatmuls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_)
+            return func(*args, **(kwargs or {}))
+
+    model = GPT1ForCausalLM(config).eval()
+    ids = random_ids(config, batch=2, seq=8)
+    with torch.no_grad():
+        model.transformer(ids)  # the decoder's own multiplies, to subtract
+        with CountMatmuls() as decoder:
+            hidden = model.transformer(ids).last_hidden_state
+        with CountMatmuls() as evaluation:
+            loss = model(ids, labels=ids, skip_logits=True).loss
+    with CountMatmuls() as training:
+        training_loss = model(ids, labels=ids, skip_logits=True).loss
+    assert evaluation.count - decoder.count == 1  # the logits, nothing for gradients
+    assert training.count - decoder.count == 3  # the logits, then d hidden and d weight
+    torch.testing.assert_close(loss, training_loss.detach())
+    torch.testing.assert_close(loss, model.loss_function(model.lm_head(hidden), ids, config.vocab_size))
+
+
 def test_skip_logits_needs_labels(model, config):
     with pytest.raises(ValueError, match="skip_logits=True .* needs labels"):
         model(random_ids(config), skip_logits=True)

@@ -252,8 +252,8 @@ def read_log(path: Path) -> list[dict]:
 
 
 def validation_loss_of(folder: Path, options: list[str]) -> float:
-    """The validation loss of the model in `folder`, measured as training measures it (the first
-    --eval-batches batches of the validation blocks)."""
+    """The validation loss of the model in `folder`, measured as training measures it: the mean over the rows of
+    the first --eval-batches batches of the validation blocks."""
     from gpt1 import GPT1ForCausalLM
     from gpt1.data import load_corpus, pack_corpus
 
@@ -262,7 +262,7 @@ def validation_loss_of(folder: Path, options: list[str]) -> float:
     corpus = load_corpus(options[options.index("--dataset") + 1], val_fraction=0.1)
     blocks = pack_corpus(corpus, tokenizer, block_size=32)["validation"]["input_ids"][: 2 * 8]
     with torch.no_grad():
-        losses = [model(input_ids=batch, labels=batch).loss for batch in torch.tensor(blocks).split(8)]
+        losses = [model(input_ids=row[None], labels=row[None]).loss for row in torch.tensor(blocks)]
     return torch.stack(losses).mean().item()
 
 
@@ -459,6 +459,7 @@ class TestBadInputBeforeTraining:
             (["--tokenizer", "./no-tokenizer"], "No such tokenizer folder: './no-tokenizer'"),
             (["--early-stopping-patience", "0"], "--early-stopping-patience must be at least 1 (evaluations in a row"),
             (["--final-weights", "lowest"], "--final-weights must be best or last, got 'lowest': best keeps the"),
+            (["--compile", "yes"], "--compile must be auto, on or off, got 'yes'."),
         ],
     )
     def test_cli_errors(self, tmp_path, options, message):
@@ -536,6 +537,63 @@ def test_report_to_tensorboard_logs_the_metrics(tmp_path):
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert scalars["val_loss"][-1][1] == pytest.approx(records[-1]["val_loss"], rel=1e-6)
     assert {"train_loss", "lr", "tokens_per_s"} <= set(scalars)
+
+
+def test_compile_on_trains_a_compiled_step_that_learns_as_the_eager_one(tmp_path):
+    """`--compile on` runs the training step through torch.compile (inductor, a real C++ compile); the run learns
+    as the eager one does, and saves a folder that loads without torch.compile's `_orig_mod.` prefixes."""
+    runs = {}
+    for mode in ("on", "off"):
+        output = tmp_path / mode
+        result = gpt1_cli("train", "--output-dir", str(output), *TINY, "--max-steps", "12", "--eval-every", "12",
+                          "--save-every", "6", "--compile", mode, "--lr", "3e-3", "--warmup-steps", "2")  # fmt: skip
+        assert ("Compiling the training step (--compile on)" in result.stdout) == (mode == "on")
+        runs[mode] = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+        assert not any("_orig_mod" in key for key in load_file(output / "model.safetensors"))
+    compiled, eager = runs["on"][-1], runs["off"][-1]
+    assert compiled["val_loss"] < 5.6  # it learned: a 300-token vocabulary starts at ln(300) = 5.70
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=2e-3)  # the same run up to float rounding
+
+
+def test_the_validation_loss_is_the_mean_over_rows_whatever_the_batch_size():
+    """A short last batch counts for its rows: evaluating in batches of 3, 4 or 7 (4 training batches at a time,
+    or one) gives the mean of the per-row losses, not a mean of batch means weighted by batch."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from gpt1 import GPT1Config, GPT1ForCausalLM
+    from gpt1.train import _evaluate
+
+    torch.manual_seed(0)
+    model = GPT1ForCausalLM(GPT1Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).eval()
+    blocks = [{"input_ids": torch.randint(0, 50, (16,))} for _ in range(10)]
+    with torch.no_grad():
+        per_row = [float(model(row["input_ids"][None], labels=row["input_ids"][None]).loss) for row in blocks]
+    accelerator = Accelerator(cpu=True)
+    for batch_size in (3, 4, 7):
+        loss = _evaluate(accelerator, model, DataLoader(blocks, batch_size=batch_size), max_rows=100)
+        assert loss == pytest.approx(sum(per_row) / len(per_row), rel=1e-5), batch_size
+        # --eval-batches 2 of 3 rows: the first 6 rows, however the loader batches them.
+        loss = _evaluate(accelerator, model, DataLoader(blocks, batch_size=batch_size), max_rows=6)
+        assert loss == pytest.approx(sum(per_row[:6]) / 6, rel=1e-5), batch_size
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "device", "expected"), [(2999, "cpu", False), (3000, "cpu", True), (499, "cuda", False),
+                                          (500, "cuda", True), (10**6, "mps", False)],
+)  # fmt: skip
+def test_compile_auto_compiles_runs_long_enough_to_pay_for_it(monkeypatch, max_steps, device, expected):
+    from gpt1 import train as train_module
+
+    monkeypatch.setattr(train_module, "torch_compile_available", lambda device: True)
+    config = TrainConfig(max_steps=max_steps)
+    assert config.compile == "auto"
+    assert train_module._compiles(config, torch.device(device)) is expected
+    monkeypatch.setattr(train_module, "torch_compile_available", lambda device: False)  # no C++ compiler
+    assert train_module._compiles(config, torch.device(device)) is False
+    assert train_module._compiles(TrainConfig(max_steps=max_steps, compile="on"), torch.device(device)) is True
+    assert train_module._compiles(TrainConfig(max_steps=10**6, compile="off"), torch.device(device)) is False
+    assert TrainConfig(compile=True).compile == "on" and TrainConfig(compile=False).compile == "off"  # 0.2.0's switch
 
 
 def test_streaming_reads_lazily_trains_and_resumes(tmp_path):

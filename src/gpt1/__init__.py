@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .registration import register_when_transformers_loads
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 # Each public name and the module it lives in.
 _EXPORTS = {

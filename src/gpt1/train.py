@@ -44,8 +44,9 @@ from .data import Corpus, hub_dataset_id, load_corpus, pack_corpus
 from .hub import push_folder
 from .metrics import METRICS, SAMPLES, restart_logs
 from .model import GPT1Config, GPT1ForCausalLM
+from .model.modeling_gpt1 import torch_compile_available
 from .model_folders import give_normal_permissions, load_model
-from .options import TrainConfig
+from .options import COMPILE_PAYS_FROM_STEPS, TrainConfig
 from .overfitting import ValidationWatch
 from .reporting import write_loss_curve, write_model_card
 from .sources import check_folder_or_hub_repo
@@ -54,6 +55,9 @@ from .tokenization import TOKENIZER_KINDS, pair_tokenizer_with_model, train_toke
 logger = logging.getLogger(__name__)
 
 STREAM_SHUFFLE_BUFFER = 10_000  # blocks
+# Evaluation keeps no activations for a backward pass, so it runs the same validation rows (`--eval-batches`
+# training batches' worth) in batches this many times larger: fewer, fuller matrix multiplies, faster.
+EVAL_BATCH_MULTIPLE = 4
 STREAM_TOKENIZER_ROWS = 100_000
 
 
@@ -106,7 +110,7 @@ def train(config: TrainConfig) -> Path:
         # A stream cannot be permuted: shuffle within a buffer, reshuffled each epoch by set_epoch.
         train_blocks = train_blocks.shuffle(seed=config.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
     train_loader = DataLoader(train_blocks, batch_size=config.batch_size, shuffle=not config.streaming, drop_last=True)
-    val_loader = DataLoader(val_blocks, batch_size=config.batch_size)
+    val_loader = DataLoader(val_blocks, batch_size=config.batch_size * EVAL_BATCH_MULTIPLE)
     if not config.streaming and len(train_loader) == 0:
         raise ValueError(
             f"The training text makes {len(train_blocks)} blocks, fewer than one batch of {config.batch_size}. "
@@ -134,8 +138,12 @@ def train(config: TrainConfig) -> Path:
         accelerator.print(f"Resumed from {checkpoint} at step {progress.step}.")
     elif config.resume:
         accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
-    if config.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+    # The training forward runs compiled; evaluation, samples and saving use the model itself (whose state dict
+    # has no `_orig_mod.` prefixes, and whose generate would otherwise recompile for every new length).
+    training_forward = model
+    if _compiles(config, accelerator.device):
+        training_forward = torch.compile(model)
+        accelerator.print(f"Compiling the training step (--compile {config.compile}); the first steps wait for it.")
     accelerator.print(_plan(config, model, train_blocks, val_blocks, accelerator.num_processes, output_dir))
     accelerator.init_trackers("gpt1", config={k: v for k, v in asdict(config).items() if not isinstance(v, list)})
 
@@ -146,6 +154,7 @@ def train(config: TrainConfig) -> Path:
         accelerator,
         config,
         model,
+        training_forward,
         optimizer,
         scheduler,
         loaders=(train_loader, val_loader),
@@ -185,6 +194,7 @@ def _run(
     accelerator: Accelerator,
     config: TrainConfig,
     model: torch.nn.Module,
+    training_forward: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     *,
@@ -209,7 +219,7 @@ def _run(
         for _ in range(config.grad_accum):
             input_ids = next(batches)
             with accelerator.accumulate(model):
-                loss = model(input_ids=input_ids, labels=input_ids).loss
+                loss = training_forward(input_ids=input_ids, labels=input_ids).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -235,7 +245,7 @@ def _run(
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
         if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
-            val_loss = _evaluate(accelerator, model, val_loader, config.eval_batches)
+            val_loss = _evaluate(accelerator, model, val_loader, config.eval_batches * config.batch_size)
             record = {
                 "step": progress.step,
                 "train_loss": step_loss,
@@ -302,15 +312,22 @@ def _batches(accelerator, loader, progress: TrainingProgress):
 
 
 @torch.no_grad()
-def _evaluate(accelerator, model, loader, max_batches: int) -> float:
+def _evaluate(accelerator, model, loader, max_rows: int) -> float:
+    """The mean validation loss over (at most) the first `max_rows` rows of each process's share."""
     model.eval()
     losses = []
-    for index, batch in enumerate(loader):
-        if index >= max_batches:
+    rows = 0
+    for batch in loader:
+        if rows >= max_rows:
             break
-        input_ids = batch["input_ids"]
+        input_ids = batch["input_ids"][: max_rows - rows]
+        rows += input_ids.shape[0]
         loss = model(input_ids=input_ids, labels=input_ids, skip_logits=True).loss  # no [batch, seq, vocab] logits
-        losses.append(accelerator.gather_for_metrics(loss.detach().reshape(1)))
+        # The batch's mean once per row (every block has the same number of targets), so that the mean is over
+        # rows whatever the batch sizes: a short last batch counts for its rows, not as much as a full one. Under
+        # DDP, gather_for_metrics drops the entries of the rows repeated to even out the last batches; their
+        # losses are still inside that batch's mean (a bias of at most one batch's worth, in the last batch).
+        losses.append(accelerator.gather_for_metrics(loss.detach().expand(input_ids.shape[0])))
     return torch.cat(losses).mean().item()
 
 
@@ -468,6 +485,17 @@ def _kept_line(output_dir: Path, kept_step: int, watch: ValidationWatch) -> str:
     )
 
 
+def _compiles(config: TrainConfig, device: torch.device) -> bool:
+    """Whether to compile the training step: as --compile says, or with auto, when the run is long enough to pay
+    for the compile (COMPILE_PAYS_FROM_STEPS) and torch can compile for this device. Decided from the
+    configuration alone, so that a resumed run makes the same choice as the run it continues."""
+    if config.compile != "auto":
+        return config.compile == "on"
+    if config.max_steps < COMPILE_PAYS_FROM_STEPS.get(device.type, math.inf):
+        return False
+    return torch_compile_available(device.type)
+
+
 def _distributed_on_cpu() -> bool:
     """Several processes (torchrun) on a machine without a GPU: Accelerate needs `cpu=True` to use gloo
     DDP, or each process silently trains alone."""
@@ -517,6 +545,9 @@ def _model(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTraine
             vocab_padding_multiple=64,
         )
         model = GPT1ForCausalLM(model_config)
+    if isinstance(model, GPT1ForCausalLM):
+        # The samples at each evaluation are short and few: compiling their decode step would only stall the run.
+        model.compiled_decoding = False
     if config.block_size > model.config.n_positions:
         raise ValueError(
             f"--block-size {config.block_size} is longer than the model's context (n_positions = "

@@ -9,6 +9,9 @@ This file is shipped next to the weights as Hugging Face remote code, so it impo
 standard library, `torch`, `transformers` and its sibling `configuration_gpt1.py`.
 """
 
+import functools
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -156,6 +159,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         chunk_rows: int,
         padded_rows: int,
         ignore_index: int = -100,
+        grad_enabled: bool = True,
     ) -> torch.Tensor:
         compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled() else hidden.dtype
         vocab_size, width = weight.shape
@@ -166,9 +170,10 @@ class LinearCrossEntropy(torch.autograd.Function):
                 weight_c[:vocab_size] = weight
             else:
                 weight_c = weight.to(compute_dtype)
-            # Each gradient only where it is wanted (a frozen, tied output layer under LoRA needs none).
-            grad_hidden = torch.empty_like(hidden_c) if ctx.needs_input_grad[0] else None
-            wants_weight_grad = ctx.needs_input_grad[1]
+            # Each gradient only where it is wanted (a frozen, tied output layer under LoRA needs none), and none
+            # under no_grad (evaluation), which `needs_input_grad` does not see: it reads only `requires_grad`.
+            grad_hidden = torch.empty_like(hidden_c) if grad_enabled and ctx.needs_input_grad[0] else None
+            wants_weight_grad = grad_enabled and ctx.needs_input_grad[1]
             grad_weight = (
                 torch.zeros(weight_c.shape, dtype=torch.float32, device=weight.device) if wants_weight_grad else None
             )
@@ -209,6 +214,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return (
             (grad_hidden * scale).to(ctx.hidden_dtype) if ctx.needs_input_grad[0] else None,
             (grad_weight * scale).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None,
+            None,
             None,
             None,
             None,
@@ -567,8 +573,115 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
                 chunk_rows,
                 self.config.padded_vocab_size,
                 ignore_index,
+                torch.is_grad_enabled(),  # read here: inside LinearCrossEntropy.forward it is always off
             ),
         )
+
+    # --- compiled decoding ------------------------------------------------------------------------------------------
+    # Decoding one token at a time is mostly per-step overhead on small models (Python, dispatch, a growing cache),
+    # which a static cache and a compiled decode step remove. Compiling costs seconds, once per process and shape,
+    # and pays only if enough decoding follows, which no one knows in advance. So `generate` rents before it buys:
+    # it decodes eagerly until this model has spent about one compile's worth of time decoding in this process,
+    # then compiles (then a process never spends more than about twice what the better choice in hindsight would
+    # have). `compiled_decoding` is "auto" (that rule), True (compile from the first call) or False (never).
+    compiled_decoding: bool | str = "auto"
+    # Seconds of eager decoding after which "auto" compiles: about what compiling the decode step costs on each
+    # device (measured in the README's Performance section).
+    compiled_decoding_after_seconds: dict[str, float] = {"cpu": 10.0, "cuda": 30.0}
+    compiled_decoding_backend: str | Callable = "inductor"
+    _eager_decoding_seconds = 0.0
+    _compile_failed = False
+    # The generate() arguments the compiled path was measured with: plain greedy or sampled decoding, its limits
+    # and outputs. Anything else (a cache or compile of the caller's, beams, assistants, per-layer outputs,
+    # decoding across processes) is left to generate as it is.
+    _PLAIN_DECODING = {
+        "input_ids", "attention_mask", "generation_config", "max_new_tokens", "max_length", "min_new_tokens",
+        "min_length", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+        "no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "pad_token_id", "bos_token_id",
+        "eos_token_id", "stop_strings", "tokenizer", "streamer", "logits_processor", "stopping_criteria",
+        "return_dict_in_generate", "output_scores", "output_logits", "use_cache", "synced_gpus",
+    }  # fmt: skip
+
+    def generate(self, inputs: torch.Tensor | None = None, *args, **kwargs):  # type: ignore[override]
+        """`GenerationMixin.generate`, with a static cache and a compiled decode step once that pays (see above)."""
+        compiled = self._wants_compiled_decoding(inputs, args, kwargs)
+        if compiled is not None:
+            rng_state = torch.random.get_rng_state()
+            try:
+                return super().generate(inputs, cache_implementation="static", compile_config=compiled, **kwargs)  # type: ignore[misc]
+            except (torch._dynamo.exc.TorchDynamoException, torch._dynamo.exc.FailOnRecompileLimitHit) as error:
+                self._compile_failed = True
+                if kwargs.get("streamer") is not None:  # it has already streamed part of the answer: not twice
+                    raise
+                warnings.warn(
+                    f"gpt1: compiling the decode step failed ({type(error).__name__}); decoding eagerly from now on. "
+                    "Set model.compiled_decoding = False to skip the attempt.",
+                    stacklevel=2,
+                )
+                torch.random.set_rng_state(rng_state)  # the same samples as if it had decoded eagerly at once
+        started = time.perf_counter()
+        output = super().generate(inputs, *args, **kwargs)  # type: ignore[misc]
+        self._eager_decoding_seconds += time.perf_counter() - started
+        return output
+
+    def _wants_compiled_decoding(self, inputs: torch.Tensor | None, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """The `CompileConfig` for this call when it decodes compiled, else None."""
+        if self.compiled_decoding is False or self._compile_failed or self.training or args:
+            return None
+        # synced_gpus None lets generate turn it on under FSDP or ZeRO-3: only an explicit False is plain decoding.
+        if set(kwargs) - self._PLAIN_DECODING or kwargs.get("synced_gpus", False) is not False:
+            return None
+        ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if not isinstance(ids, torch.Tensor) or self.device.type not in self.compiled_decoding_after_seconds:
+            return None
+        if self.config._attn_implementation not in ("sdpa", "eager") or kwargs.get("use_cache") is False:
+            return None
+        for config in (self.generation_config, kwargs.get("generation_config")):
+            if config is not None and not _is_plain_decoding(config):
+                return None
+        if self.compiled_decoding == "auto":
+            if self._eager_decoding_seconds < self.compiled_decoding_after_seconds[self.device.type]:
+                return None
+            if not torch_compile_available(self.device.type):
+                return None
+        from transformers.generation import CompileConfig
+
+        # One graph per batch size and cache length (torch turns on dynamic shapes if a second length turns up, so a
+        # server does not recompile per request); CUDA graphs on a GPU, where launching kernels is the overhead.
+        cuda_graphs = self.device.type == "cuda" and self.compiled_decoding_backend == "inductor"
+        mode = "reduce-overhead" if cuda_graphs else "default"
+        config = CompileConfig(fullgraph=True, backend=self.compiled_decoding_backend, mode=mode)
+        config._compile_all_devices = True  # type: ignore[assignment]  # generate compiles on accelerators only
+        return config
+
+
+def _is_plain_decoding(config: Any) -> bool:
+    """Whether a `GenerationConfig` asks for plain greedy or sampled decoding with the default cache."""
+    return (
+        getattr(config, "num_beams", 1) in (None, 1)
+        and getattr(config, "num_beam_groups", 1) in (None, 1)
+        and getattr(config, "cache_implementation", None) is None
+        and getattr(config, "compile_config", None) is None
+        and not getattr(config, "disable_compile", False)
+        and getattr(config, "penalty_alpha", None) is None
+        and getattr(config, "dola_layers", None) is None
+        and getattr(config, "prompt_lookup_num_tokens", None) is None
+        and getattr(config, "use_cache", True) is not False
+    )
+
+
+@functools.cache
+def torch_compile_available(device_type: str) -> bool:
+    """Whether torch.compile's default backend can build code for this device type here (a CPU needs a C++
+    compiler). Looked up once per process."""
+    if device_type != "cpu":
+        return True
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return bool(get_cpp_compiler())
+    except Exception:  # no compiler, or an inductor without this helper: decode eagerly
+        return False
 
 
 class _GPT1TaskHead(GPT1PreTrainedModel):
