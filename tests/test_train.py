@@ -571,11 +571,18 @@ def test_the_validation_loss_is_the_mean_over_rows_whatever_the_batch_size():
         per_row = [float(model(row["input_ids"][None], labels=row["input_ids"][None]).loss) for row in blocks]
     accelerator = Accelerator(cpu=True)
     for batch_size in (3, 4, 7):
-        loss = _evaluate(accelerator, model, DataLoader(blocks, batch_size=batch_size), max_rows=100)
+        loss = _evaluate(accelerator, model, DataLoader(blocks, batch_size=batch_size), max_batches=100)
         assert loss == pytest.approx(sum(per_row) / len(per_row), rel=1e-5), batch_size
-        # --eval-batches 2 of 3 rows: the first 6 rows, however the loader batches them.
-        loss = _evaluate(accelerator, model, DataLoader(blocks, batch_size=batch_size), max_rows=6)
-        assert loss == pytest.approx(sum(per_row[:6]) / 6, rel=1e-5), batch_size
+    # --eval-batches 4 of 2 rows: the first 8 rows, read 4 batches at a time or 2 or 1.
+    for multiple in (4, 2, 1):
+        loss = _evaluate(accelerator, model, DataLoader(blocks, batch_size=2 * multiple), max_batches=4 // multiple)
+        assert loss == pytest.approx(sum(per_row[:8]) / 8, rel=1e-5), multiple
+
+
+def test_an_evaluation_batch_holds_a_divisor_of_eval_batches_training_batches():
+    from gpt1.train import _eval_batch_multiple
+
+    assert [_eval_batch_multiple(n) for n in (1, 2, 3, 4, 6, 7, 20, 100_000)] == [1, 2, 3, 4, 3, 1, 4, 4]
 
 
 @pytest.mark.parametrize(

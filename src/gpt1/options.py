@@ -118,7 +118,9 @@ class TrainConfig:
     seed: int = option(1337, "random seed")
     # seeing it learn
     eval_every: int = option(FROM_PRESET, "evaluate and sample every N steps (default: the preset's)")
-    eval_batches: int = option(20, "validation batches (each the training batch size) per evaluation, run 4 at a time")
+    eval_batches: int = option(
+        20, "validation batches (each the training batch size) per evaluation, run up to 4 at a time"
+    )
     sample_prompt: str = option("The", "prompt of the samples written at each evaluation")
     sample_tokens: int = option(64, "tokens per sample")
     early_stopping_patience: int | None = option(

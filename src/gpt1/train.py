@@ -110,7 +110,8 @@ def train(config: TrainConfig) -> Path:
         # A stream cannot be permuted: shuffle within a buffer, reshuffled each epoch by set_epoch.
         train_blocks = train_blocks.shuffle(seed=config.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
     train_loader = DataLoader(train_blocks, batch_size=config.batch_size, shuffle=not config.streaming, drop_last=True)
-    val_loader = DataLoader(val_blocks, batch_size=config.batch_size * EVAL_BATCH_MULTIPLE)
+    eval_multiple = _eval_batch_multiple(config.eval_batches)
+    val_loader = DataLoader(val_blocks, batch_size=config.batch_size * eval_multiple)
     if not config.streaming and len(train_loader) == 0:
         raise ValueError(
             f"The training text makes {len(train_blocks)} blocks, fewer than one batch of {config.batch_size}. "
@@ -245,7 +246,8 @@ def _run(
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
         if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
-            val_loss = _evaluate(accelerator, model, val_loader, config.eval_batches * config.batch_size)
+            eval_batches = config.eval_batches // _eval_batch_multiple(config.eval_batches)
+            val_loss = _evaluate(accelerator, model, val_loader, eval_batches)
             record = {
                 "step": progress.step,
                 "train_loss": step_loss,
@@ -312,16 +314,21 @@ def _batches(accelerator, loader, progress: TrainingProgress):
 
 
 @torch.no_grad()
-def _evaluate(accelerator, model, loader, max_rows: int) -> float:
-    """The mean validation loss over (at most) the first `max_rows` rows of each process's share."""
+def _eval_batch_multiple(eval_batches: int) -> int:
+    """How many training batches each evaluation batch holds: up to EVAL_BATCH_MULTIPLE, and a divisor of
+    --eval-batches, so that an evaluation reads exactly the rows --eval-batches training batches would, on any
+    number of processes (each takes whole batches in turn)."""
+    return max(multiple for multiple in range(1, EVAL_BATCH_MULTIPLE + 1) if eval_batches % multiple == 0)
+
+
+def _evaluate(accelerator, model, loader, max_batches: int) -> float:
+    """The mean validation loss over the rows of the first `max_batches` batches."""
     model.eval()
     losses = []
-    rows = 0
-    for batch in loader:
-        if rows >= max_rows:
+    for index, batch in enumerate(loader):
+        if index >= max_batches:
             break
-        input_ids = batch["input_ids"][: max_rows - rows]
-        rows += input_ids.shape[0]
+        input_ids = batch["input_ids"]
         loss = model(input_ids=input_ids, labels=input_ids, skip_logits=True).loss  # no [batch, seq, vocab] logits
         # The batch's mean once per row (every block has the same number of targets), so that the mean is over
         # rows whatever the batch sizes: a short last batch counts for its rows, not as much as a full one. Under
