@@ -7,6 +7,15 @@ from gpt1 import GPT1Config
 
 from .helpers import tiny_config
 
+# Lines a test module leaves for the end of pytest's report (test_hostile_files: what each command made of each
+# mutated file).
+SUMMARY = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for line in config.stash.get(SUMMARY, []):
+        terminalreporter.write_line(line)
+
 
 @pytest.fixture
 def config() -> GPT1Config:

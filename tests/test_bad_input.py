@@ -106,7 +106,8 @@ def test_resume_with_a_different_model_is_refused_before_anything_is_written(tmp
                "--save-every", "2", "--eval-every", "4"]  # fmt: skip
     gpt1_cli("train", "--output-dir", str(tmp_path), *options)
     before = (tmp_path / "train_config.json").read_text()
-    result = gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--n-layer", "2", "--resume", check=False)
+    longer = ["--max-steps", "6", "--resume"]  # the finished run could not be resumed to the same --max-steps
+    result = gpt1_cli("train", "--output-dir", str(tmp_path), *options, "--n-layer", "2", *longer, check=False)
     saved_with_checkpoint = tmp_path / "checkpoints" / "step-00000002" / "train_config.json"  # the latest
     assert_clear_cli_error(result, "--resume: the checkpoint", "holds a different model", str(saved_with_checkpoint))
     assert (tmp_path / "train_config.json").read_text() == before  # the run's record is untouched

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
+import signal
 from pathlib import Path
 
 import datasets
@@ -373,3 +375,40 @@ def test_finetune_without_lr_or_epochs_says_which_recipe_it_uses(pretrained, tmp
     assert expected in result.stdout
     recorded = json.loads((tmp_path / "model" / "finetune_config.json").read_text())
     assert (recorded["lr"], recorded["epochs"]) == (3e-4, 10.0)
+
+
+def test_a_signal_stops_finetuning_with_a_checkpoint_and_resuming_finishes_it(pretrained, tmp_path, monkeypatch):
+    """SIGTERM at step 7 (sent for real, as a scheduler would): the Trainer saves checkpoint-7 and stops, the CLI's
+    TrainingStopped names it; --resume continues from it to the weights of a run never stopped."""
+    from safetensors.torch import load_file
+
+    import gpt1.finetune as finetuning
+    from gpt1.run_lock import RUN_LOCK
+    from gpt1.stopping import TrainingStopped
+
+    data = tmp_path / "reviews.txt"
+    data.write_text("".join(f"{row['text']}\n" for row in review_rows(120, seed=3)))
+    options = dict(model=str(pretrained), dataset=str(data), task="causal-lm", lr=2e-3, batch_size=8, epochs=1.0,
+                   max_length=32)  # fmt: skip
+    whole = finetune(FinetuneConfig(output_dir=str(tmp_path / "whole"), **options))
+
+    step_end = finetuning.StopOnSignal.on_step_end
+
+    def signalled(self, args, state, control, **kwargs):
+        if state.global_step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_end(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(finetuning.StopOnSignal, "on_step_end", signalled)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(TrainingStopped, match=r"Stopped by SIGTERM after step 7 of \d+\. The checkpoint is .*-7\b"):
+        finetune(FinetuneConfig(output_dir=str(stopped), **options))
+    assert (stopped / "checkpoints" / "checkpoint-7" / "trainer_state.json").is_file()
+    assert not (stopped / "model.safetensors").exists() and not (stopped / RUN_LOCK).exists()
+
+    monkeypatch.undo()
+    finetune(FinetuneConfig(output_dir=str(stopped), resume=True, **options))
+    expected, got = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name

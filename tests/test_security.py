@@ -128,5 +128,6 @@ def test_resuming_unpickles_nothing_and_loads_with_weights_only(tmp_path, monkey
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
+    (tmp_path / "finished.json").unlink()  # as if stopped before the end, so that --resume loads the checkpoint
     train(TrainConfig(**options, resume=True))
     assert calls and all(weights_only is True for weights_only in calls), calls

@@ -219,6 +219,7 @@ def test_a_half_written_checkpoint_is_never_picked_up(tmp_path):
     gpt1_cli(
         "train", "--output-dir", str(output), *TINY, "--max-steps", "10", "--eval-every", "10", "--save-every", "5"
     )
+    (output / "finished.json").unlink()  # as if killed while writing a checkpoint at step 9, before the end
     broken = output / "checkpoints" / ".tmp-step-00000009"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"truncated")
@@ -355,6 +356,7 @@ def test_a_resumed_run_keeps_the_best_it_had_before_the_restart(overfit, tmp_pat
     # A stopped run may have written a newer best after its last checkpoint: the resumed run goes back to the
     # best its checkpoint knew, never a best from past that checkpoint.
     stale = {name: torch.zeros_like(tensor) for name, tensor in load_file(killed / "model.safetensors").items()}
+    (killed / "finished.json").unlink()  # as if it was stopped again before the end
     save_file(
         stale, killed / "checkpoints" / "best" / "model.safetensors", metadata={"step": "9999", "val_loss": "0.1"}
     )
@@ -460,6 +462,7 @@ class TestBadInputBeforeTraining:
             (["--early-stopping-patience", "0"], "--early-stopping-patience must be at least 1 (evaluations in a row"),
             (["--final-weights", "lowest"], "--final-weights must be best or last, got 'lowest': best keeps the"),
             (["--compile", "yes"], "--compile must be auto, on or off, got 'yes'."),
+            (["--max-nonfinite-steps", "-1"], "--max-nonfinite-steps must be 0 (stop at the first) or more, got -1."),
         ],
     )
     def test_cli_errors(self, tmp_path, options, message):
@@ -495,28 +498,6 @@ class TestBadInputBeforeTraining:
         with pytest.raises(ValueError, match=r"300 tokens but the model's vocab_size is 100"):
             train(TrainConfig(output_dir=str(tmp_path / "out"), init_from=str(tmp_path / "small-vocab"),
                               vocab_size=300, block_size=32))  # fmt: skip
-
-    def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(self, tmp_path):
-        options = dict(n_layer=1, n_head=2, n_embd=16, block_size=32, batch_size=4, vocab_size=300,
-                       eval_every=100, save_every=3, max_steps=100)  # fmt: skip
-        output = tmp_path / "out"
-        original_forward = torch.nn.Embedding.forward
-        calls = {"n": 0}
-
-        def poisoned(self, input):  # the 5th optimizer step sees a NaN
-            calls["n"] += 1
-            result = original_forward(self, input)
-            return result * float("nan") if calls["n"] == 2 * 5 - 1 else result
-
-        torch.nn.Embedding.forward = poisoned
-        try:
-            with pytest.raises(RuntimeError, match=r"loss is nan at step 5.*last good checkpoint is .*step-00000003"):
-                train(TrainConfig(output_dir=str(output), **options))
-        finally:
-            torch.nn.Embedding.forward = original_forward
-        checkpoint = output / "checkpoints" / "step-00000003"
-        assert torch.isfinite(load_file(checkpoint / "model.safetensors")["transformer.token_embeddings.weight"]).all()
-        assert not (output / "model.safetensors").exists()
 
 
 def test_report_to_tensorboard_logs_the_metrics(tmp_path):

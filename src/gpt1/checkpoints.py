@@ -13,10 +13,12 @@ written by the run that was stopped.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ TRAINER_STATE = "trainer_state.json"
 TRAIN_CONFIG = "train_config.json"  # the options of the run, in the folder and in each checkpoint
 BEST_WEIGHTS = Path("checkpoints") / "best" / "model.safetensors"  # in the run folder; never pruned
 BEST_IN_CHECKPOINT = "best_model.safetensors"  # the best weights as the checkpoint's step knew them
+FINISHED = "finished.json"  # in the run folder, written last: the run trained to its end and saved its model
 
 
 @dataclass
@@ -52,15 +55,72 @@ class TrainingProgress:
 
 
 def failpoint(name: str, step: int) -> None:
-    """Fault injection for the crash-safety tests: with GPT1_FAILPOINT="NAME@STEP" the run kills itself
-    with SIGKILL on reaching that point, as `kill -9` or the OOM killer would. Unset, it does nothing.
+    """Fault injection for the fault-tolerance tests: GPT1_FAILPOINT="NAME@STEP[:ACTION][:rank=R]" (several,
+    comma-separated) makes the run fail at that point as a real machine would. Unset, it does nothing.
 
-    Points: "step" (after an optimizer step), "checkpoint-write" (mid-write), "checkpoint-written"
-    (complete, not yet renamed), "checkpoint-renamed" (before old ones are pruned), "best-written" (new
-    best weights complete, not yet renamed into place), "final-save".
+    Points: "step" (after an optimizer step), "checkpoint-begin" (the temporary folder made, nothing written),
+    "checkpoint-write" (mid-write), "checkpoint-written" (complete, not yet renamed), "checkpoint-renamed" (before
+    old ones are pruned), "best-write" and "best-written" (new best weights before and after writing, not yet
+    renamed into place), "final-save" (before the final folder is written), "final-weights" and "final-card"
+    (the final folder's weights, then its model card, written into its temporary folder).
+
+    Actions: "kill" (the default) sends SIGKILL, as `kill -9` or the out-of-memory killer would; "enospc" raises
+    the OSError of a full disk; "sigterm" and "sigint" send the process that signal, as a scheduler or Ctrl-C
+    would; "sleep=S" waits S seconds there (a slow disk; or a second signal later than the first by more than
+    `stopping.REPEAT_WINDOW_S`). "rank=R" limits the fault to process R of a distributed run (default: every
+    process). Several faults at one point happen in the order given.
     """
-    if os.environ.get(FAILPOINT_VARIABLE) == f"{name}@{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    for spec in filter(None, os.environ.get(FAILPOINT_VARIABLE, "").split(",")):
+        where, *options = spec.strip().split(":")
+        if where != f"{name}@{step}":
+            continue
+        ranks = [option.removeprefix("rank=") for option in options if option.startswith("rank=")]
+        if ranks and ranks[0] != os.environ.get("RANK", "0"):
+            continue
+        action = next((option for option in options if not option.startswith("rank=")), "kill")
+        if action.startswith("sleep="):
+            time.sleep(float(action.removeprefix("sleep=")))
+        elif action == "enospc":
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({FAILPOINT_VARIABLE}={spec})")
+        else:
+            os.kill(os.getpid(), {"kill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}[action])
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space (or quota); the message says what was being written, how much it needs
+    and what is free."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_error(error: OSError, folder: Path, writing: str, needed_bytes: int, then: str) -> DiskFullError:
+    """The error to stop with when writing `writing` into `folder` ran out of space: how much it needs (about
+    `needed_bytes`), what is free now, and `then`, what is left intact and how to go on."""
+    try:
+        free = f"{_megabytes(shutil.disk_usage(folder).free)} free now"
+    except OSError:
+        free = "free space unknown"
+    reason = "the disk quota is used up" if error.errno == errno.EDQUOT else "the disk is full"
+    full = DiskFullError(
+        f"{reason} while writing {writing} in {str(folder)!r}: it needs about {_megabytes(needed_bytes)} "
+        f"({free}; {error.strerror or error}). {then}"
+    )
+    full.errno = error.errno  # (set apart: OSError(errno, text) would print "[Errno 28]" before the text)
+    return full
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under `folder` (hard links counted in full)."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:,.1f} MB"
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -73,39 +133,79 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, trainer_state: dict) -> None:
-    """Accelerate `save_state` into a temporary folder, then one rename: a checkpoint is complete or absent."""
+def save_checkpoint(
+    accelerator, output_dir: Path, step: int, keep: int, trainer_state: dict, weight_bytes: int
+) -> Path:
+    """Accelerate `save_state` into a temporary folder, then one rename: a checkpoint is complete or absent.
+
+    A full disk (on any process) removes the partial checkpoint and raises DiskFullError on every process, saying
+    how much a checkpoint needs: the previous one's size, or about three times `weight_bytes` (the weights and
+    AdamW's two moments) for the first."""
     checkpoints = output_dir / "checkpoints"
     final, temporary = checkpoints / f"step-{step:08d}", checkpoints / f".tmp-step-{step:08d}"
+    previous = latest_checkpoint(output_dir)
+    failure: OSError | None = None
+    try:
+        if accelerator.is_main_process:
+            for half_written in checkpoints.glob(".tmp-step-*"):  # left by a run killed mid-write
+                shutil.rmtree(half_written, ignore_errors=True)
+            temporary.mkdir(parents=True)
+            failpoint("checkpoint-begin", step)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        failure = error
+    accelerator.wait_for_everyone()  # the folder is made and empty before any process writes into it
+    try:
+        if failure is None:
+            accelerator.save_state(str(temporary))
+        if accelerator.is_main_process and failure is None:
+            # Weights, optimizer and RNG states are on disk, the run's position not yet: a kill here leaves a
+            # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
+            failpoint("checkpoint-write", step)
+            (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
+            if (output_dir / BEST_WEIGHTS).is_file():
+                _link_or_copy(output_dir / BEST_WEIGHTS, temporary / BEST_IN_CHECKPOINT)
+            # The options of the run that wrote this checkpoint travel with it, so a resume is told the right ones.
+            shutil.copy2(output_dir / TRAIN_CONFIG, temporary / TRAIN_CONFIG)
+            give_normal_permissions(temporary)
+            failpoint("checkpoint-written", step)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        failure = error
+    if any_process(accelerator, failure is not None):
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        needed = folder_bytes(previous) if previous is not None else 3 * weight_bytes
+        then = "The partial checkpoint is removed; " + (
+            f"the previous one, {previous.name}, is intact: free some space and resume with --resume."
+            if previous is not None
+            else "no checkpoint was written before it: free some space and train again."
+        )
+        cause = failure or OSError(errno.ENOSPC, "another process of the run ran out of space")
+        raise disk_full_error(cause, checkpoints, f"checkpoint {final.name}", needed, then) from None
     if accelerator.is_main_process:
-        for half_written in checkpoints.glob(".tmp-step-*"):  # left by a run killed mid-write
-            shutil.rmtree(half_written, ignore_errors=True)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        # Weights, optimizer and RNG states are on disk, the run's position not yet: a kill here leaves a
-        # genuinely half-written checkpoint, which the crash-safety test makes sure is never used.
-        failpoint("checkpoint-write", step)
-        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state) + "\n")
-        if (output_dir / BEST_WEIGHTS).is_file():
-            _link_or_copy(output_dir / BEST_WEIGHTS, temporary / BEST_IN_CHECKPOINT)
-        # The options of the run that wrote this checkpoint travel with it, so a resume is told the right ones.
-        shutil.copy2(output_dir / TRAIN_CONFIG, temporary / TRAIN_CONFIG)
-        give_normal_permissions(temporary)
-        failpoint("checkpoint-written", step)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
         failpoint("checkpoint-renamed", step)
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return final
 
 
-def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress, validation=None) -> None:
-    """Put the checkpoint's JSON state into `scheduler`, `progress` and `validation` (the best evaluation
-    so far: a `ValidationWatch`, absent from checkpoints written before gpt1 kept it)."""
+def any_process(accelerator, flag: bool) -> bool:
+    """Whether `flag` is true on any process of the run (a collective call: every process must make it)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum").item() > 0)
+
+
+def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress, validation=None, health=None) -> None:
+    """Put the checkpoint's JSON state into `scheduler`, `progress`, `validation` (the best evaluation so far: a
+    `ValidationWatch`) and `health` (the loss and gradient-norm levels: a `TrainingHealth`); the last two are
+    absent from checkpoints written before gpt1 kept them."""
     state_file = checkpoint / TRAINER_STATE
     if not state_file.is_file():
         raise ValueError(
@@ -117,6 +217,8 @@ def load_trainer_state(checkpoint: Path, scheduler, progress: TrainingProgress, 
     progress.load_state_dict(state["progress"])
     if validation is not None and "validation" in state:
         validation.load_state_dict(state["validation"])
+    if health is not None and "health" in state:
+        health.load_state_dict(state["health"])
 
 
 def save_best_weights(output_dir: Path, weights: dict[str, torch.Tensor], step: int, val_loss: float) -> Path:
@@ -127,9 +229,24 @@ def save_best_weights(output_dir: Path, weights: dict[str, torch.Tensor], step: 
     temporary = target.with_name(f".tmp-{target.name}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in weights.items()}
-    save_file(tensors, str(temporary), metadata={"format": "pt", "step": str(step), "val_loss": repr(val_loss)})
-    give_normal_permissions(temporary.parent)
-    failpoint("best-written", step)
+    try:
+        failpoint("best-write", step)
+        save_file(tensors, str(temporary), metadata={"format": "pt", "step": str(step), "val_loss": repr(val_loss)})
+        give_normal_permissions(temporary.parent)
+        failpoint("best-written", step)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        temporary.unlink(missing_ok=True)
+        needed = sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+        last = latest_checkpoint(output_dir)
+        then = "The partial file is removed; " + (
+            f"the previous best weights and the checkpoint {last.name} are intact: free some space and resume "
+            "with --resume."
+            if last is not None
+            else "no checkpoint was written yet: free some space and train again."
+        )
+        raise disk_full_error(error, target.parent, "the best weights so far", needed, then) from None
     os.replace(temporary, target)
     return target
 

@@ -323,19 +323,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _refuse_unknown(parser, args.command, unknown)
+    from .stopping import EXIT_STOPPED, TrainingStopped
+
     try:
         return args.handler(args)
+    except TrainingStopped as stopped:
+        if os.environ.get("RANK", "0") == "0":  # every process of a distributed run stops; one of them says so
+            print(stopped, file=sys.stderr)
+        return EXIT_STOPPED
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which turns it into a graceful stop)
+        print(f"gpt1 {args.command}: interrupted.", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command that Ctrl-C ended
     except (ValueError, FileNotFoundError, OSError, ImportError) as error:
-        # Bad input gets one clear line, not a traceback.
+        # Bad input (and a full disk) gets one clear line, not a traceback.
         print(f"gpt1 {args.command}: error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:
-        from .train import TrainingDivergedError
+        from .anomalies import TrainingDivergedError
 
         if not isinstance(error, TrainingDivergedError):
             raise
         print(f"gpt1 {args.command}: {error}", file=sys.stderr)
         return 1
+    except BaseException as error:
+        # A Rust library (tokenizers, safetensors) that panics on input no check foresaw raises pyo3's
+        # PanicException, a BaseException: one line for it too. Anything else goes on as it came.
+        if type(error).__name__ != "PanicException":
+            raise
+        detail = " ".join(str(error).split())
+        print(f"gpt1 {args.command}: error: a library failed on this input ({detail})", file=sys.stderr)
+        return 2
 
 
 def run() -> None:

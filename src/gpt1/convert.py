@@ -10,10 +10,18 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
+from transformers import AutoTokenizer, OpenAIGPTConfig, OpenAIGPTLMHeadModel
 
+from .folder_checks import build_config, check_finite, check_weights_fit, is_panic, name_of, one_line, read_weights
 from .model import GPT1Config, GPT1ForCausalLM, modeling_gpt1
-from .model_folders import EMBEDDING_MATRIX, give_normal_permissions, saved_embedding_rows
+from .model_folders import (
+    EMBEDDING_MATRIX,
+    TOKENIZER_FILES,
+    give_normal_permissions,
+    load_model,
+    load_tokenizer,
+    read_config,
+)
 from .sources import check_folder_or_hub_repo
 
 logger = logging.getLogger(__name__)
@@ -84,15 +92,18 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
     if os.path.isfile(src):
         raise ValueError(f"SRC must be a folder or a Hub repo id of an openai-gpt checkpoint, got the file {src!r}.")
     check_folder_or_hub_repo(src, "openai-gpt checkpoint")
-    source_config = AutoConfig.from_pretrained(src, revision=revision)
-    if not isinstance(source_config, OpenAIGPTConfig):
+    config_dict = read_config(src, revision)  # checked as data: see folder_checks
+    if config_dict.get("model_type") != OpenAIGPTConfig.model_type:
         raise ValueError(
-            f"{src!r} has model_type {source_config.model_type!r}; "
+            f"{src!r} has model_type {config_dict.get('model_type')!r}; "
             "`gpt1 convert` converts 'openai-gpt' checkpoints only."
         )
-    source = OpenAIGPTLMHeadModel.from_pretrained(
-        src, revision=revision or "main", dtype=torch.float32, use_safetensors=True
-    )
+    source_config = build_config(config_dict, f"The config.json of {src!r}")
+    if not isinstance(source_config, OpenAIGPTConfig):  # model_type 'openai-gpt' builds one
+        raise TypeError(f"{type(source_config).__name__} is no OpenAIGPTConfig.")
+    tokenizer = _load_source_tokenizer(src, revision)
+    # load_model checks the weights headers against the config before it reads a tensor.
+    source = load_model(OpenAIGPTLMHeadModel, src, revision=revision or "main", dtype=torch.float32)
 
     config = gpt1_config_from_openai(source_config)
     model = GPT1ForCausalLM(config)
@@ -105,7 +116,6 @@ def convert_openai_gpt(src: str | os.PathLike, dst: str | os.PathLike, *, revisi
 
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
-    tokenizer = _load_source_tokenizer(src, revision)
     if tokenizer is None:
         logger.warning("%s has no tokenizer to carry over; add one to %s before generating text.", src, dst)
     else:
@@ -133,16 +143,27 @@ def upgrade_gpt1_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         )
     if dst.exists() and (dst.resolve() == src.resolve() or any(dst.iterdir())):
         raise ValueError(f"The upgraded folder goes to a new or empty folder, and {str(dst)!r} is not one.")
-    config = GPT1Config.from_pretrained(src)
-    rows = saved_embedding_rows(weights)
+    where = name_of(src / "config.json")
+    config = build_config(read_config(str(src)), where)
+    if not isinstance(config, GPT1Config):
+        raise ValueError(f"{where} has model_type {config.model_type!r}: `gpt1 convert` upgrades gpt1 folders only.")
+    architecture = (config.architectures or ["GPT1ForCausalLM"])[0]
+    model_class = getattr(modeling_gpt1, architecture)  # folder_checks allows gpt1's classes only
+    saved = read_weights(src)
+    if saved is None:  # model.safetensors was there a moment ago
+        raise FileNotFoundError(f"No model.safetensors in {str(src)!r}.")
+    padded = range(config.vocab_size, config.padded_vocab_size + 1)  # the rows a folder from before 0.2 may hold
+    embeddings = (EMBEDDING_MATRIX, "lm_head.weight")
+    check_weights_fit(
+        saved, config, model_class, where=where, padded_rows=lambda name: padded if name in embeddings else None
+    )
+    rows = saved.rows(EMBEDDING_MATRIX)
     if rows is None or rows <= config.vocab_size:
         raise ValueError(
             f"{str(src)!r} holds {rows} embedding rows for vocab_size {config.vocab_size}: it needs no upgrade."
         )
-    architecture = (config.architectures or ["GPT1ForCausalLM"])[0]
-    model_class = getattr(modeling_gpt1, architecture, None)
-    if model_class is None:
-        raise ValueError(f"{str(src)!r} names architecture {architecture!r}, which gpt1 does not have.")
+    if any((src / name).is_file() for name in TOKENIZER_FILES):
+        load_tokenizer(str(src))  # copied as it is: checked first, as every command that reads it checks it
 
     state_dict = load_file(weights)
     for name in (EMBEDDING_MATRIX, "lm_head.weight"):  # the head is saved only when untied
@@ -152,6 +173,7 @@ def upgrade_gpt1_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if set(missing) - {"lm_head.weight"} or unexpected:
         raise ValueError(f"{str(src)!r} does not fit {architecture}: missing {missing}, unexpected {unexpected}.")
+    check_finite(model, saved.name)
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
     for path in src.iterdir():
@@ -166,10 +188,21 @@ def upgrade_gpt1_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def _load_source_tokenizer(src: str, revision: str | None):
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(src, revision=revision)
-    except (OSError, ValueError):
-        return None
+    """The source's tokenizer, or None where it has none. A local folder's tokenizer.json or tokenizer_config.json
+    is checked as every command checks it (an error names a damaged one); a tokenizer transformers builds from
+    other files (vocab.json and merges.txt) is left out, with a warning, when it cannot be built."""
+    if os.path.isdir(src) and any((Path(src) / name).is_file() for name in TOKENIZER_FILES):
+        tokenizer = load_tokenizer(src)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=False)
+        except (OSError, ValueError):
+            return None
+        except BaseException as error:  # a Rust panic of the tokenizers library on a damaged vocabulary
+            if not is_panic(error):
+                raise
+            logger.warning("The tokenizer files of %s cannot be read (%s).", src, one_line(error))
+            return None
     # Without vocabulary files transformers still builds a tokenizer, holding only its special tokens.
     if len(tokenizer) <= len(tokenizer.all_special_tokens):
         return None

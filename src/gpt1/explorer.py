@@ -109,6 +109,12 @@ def record_attention(model: PreTrainedModel, input_ids: torch.Tensor, name: str 
             base_model.set_attn_implementation(previous)
     weights = torch.stack([layer[0] for layer in outputs.attentions]).float().cpu()  # [L, H, T, T]
     queries, keys, values = torch.stack([p[0] for p in projections]).float().cpu().chunk(3, dim=-1)  # [L, T, E] each
+    if not (torch.isfinite(weights).all() and torch.isfinite(values).all()):
+        # Finite weights can still overflow (a flipped exponent bit in a weights file makes one 1e36).
+        raise ValueError(
+            f"{name!r} gives attention that is not numbers (NaN or infinite) on this text: its weights are "
+            "damaged or training diverged. Save or download it again."
+        )
     return AttentionRecord(name, weights, queries, keys, values, head_dim=config.n_embd // config.n_head)
 
 

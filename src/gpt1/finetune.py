@@ -11,8 +11,12 @@ epochs at that rate, so below the paper's size the default learning rate is 3e-4
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shlex
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -32,15 +37,29 @@ from .model import LORA_TARGET_MODULES, GPT1ForCausalLM, GPT1ForMultipleChoice, 
 from .model_folders import check_gpt1_checkpoint, give_normal_permissions, load_model, load_tokenizer
 from .options import RECIPES, FinetuneConfig, recipe_for
 from .reporting import write_finetune_card
+from .run_lock import RunLock
+from .stopping import StopSignals, TrainingStopped
 from .task_data import prepare_task
 from .tasks import add_task_tokens
 
 
 def finetune(config: FinetuneConfig) -> Path:
-    """Fine-tune a pretrained gpt1 model as `config` says; return the folder of the best model."""
+    """Fine-tune a pretrained gpt1 model as `config` says; return the folder of the best model.
+
+    One run per folder (`RunLock` on --output-dir, held by the main process). SIGTERM and SIGINT stop it after
+    the current step with a Trainer checkpoint, raising `TrainingStopped`; a second signal stops it at once."""
     config.check()
     set_seed(config.seed)  # the new head's and LoRA's initial weights come from the global RNG
     output_dir = Path(config.output_dir)
+    with contextlib.ExitStack() as held:
+        if _is_main_process():
+            held.enter_context(RunLock(output_dir))
+        stop = held.enter_context(StopSignals("fine-tuning"))
+        return _finetune(config, output_dir, stop)
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions, this one never does
+
+
+def _finetune(config: FinetuneConfig, output_dir: Path, stop: StopSignals) -> Path:
     check_gpt1_checkpoint(config.model)
     tokenizer = load_tokenizer(config.model)
     if config.task != "causal-lm" and add_task_tokens(tokenizer):
@@ -92,9 +111,18 @@ def finetune(config: FinetuneConfig) -> Path:
         data_collator=task.collator,
         processing_class=tokenizer,
         compute_metrics=accuracy if config.task != "causal-lm" else None,
+        callbacks=[stop_callback := StopOnSignal(stop)],
     )
-    resume = config.resume and any((output_dir / "checkpoints").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    resume = _latest_complete_checkpoint(output_dir / "checkpoints") if config.resume else None
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if stop_callback.stopped_at is not None:
+        step = stop_callback.stopped_at
+        command = ["gpt1", *sys.argv[1:]] if sys.argv[1:2] == ["finetune"] else ["gpt1", "finetune", "..."]
+        raise TrainingStopped(
+            f"Stopped by {stop.signal_name} after step {step:,} of {trainer.state.max_steps:,}. The checkpoint is "
+            f"{output_dir / 'checkpoints' / f'checkpoint-{step}'}. Resume with: "
+            + shlex.join(command if "--resume" in command else [*command, "--resume"])
+        )
     metrics = trainer.evaluate()  # the best model, reloaded at the end of training
     # evaluate() stamps the epoch training ended at; the model kept is the best epoch's.
     if (best_epoch := _best_epoch(trainer.state.log_history, f"eval_{metric}", trainer.state.best_metric)) is not None:
@@ -120,6 +148,38 @@ def finetune(config: FinetuneConfig) -> Path:
         if config.push_to_hub:
             print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
     return output_dir
+
+
+class StopOnSignal(TrainerCallback):
+    """After a step during which a stop was asked for (on any process), the Trainer saves a checkpoint and ends
+    training; `stopped_at` is that step."""
+
+    def __init__(self, stop: StopSignals) -> None:
+        self.stop = stop
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        asked = torch.tensor(float(self.stop.requested), device=args.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(asked)  # every process stops after the same step
+        if asked.item() > 0 and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
+
+
+def _latest_complete_checkpoint(folder: Path) -> Path | None:
+    """The Trainer checkpoint to resume from: the latest whose trainer_state.json (which the Trainer writes last)
+    is there. One without it was cut short, by a second signal or a kill, and is passed over."""
+    complete = [path for path in folder.glob("checkpoint-*") if (path / "trainer_state.json").is_file()]
+    steps = {path: int(path.name.removeprefix("checkpoint-")) for path in complete if path.name[11:].isdigit()}
+    return max(steps, key=steps.__getitem__, default=None)
+
+
+def _is_main_process() -> bool:
+    """Process 0 of a distributed run (torchrun and accelerate set RANK), or the only one."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _best_epoch(log_history: list[dict[str, Any]], metric: str, best: float | None) -> float | None:

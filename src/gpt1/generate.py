@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, TextStreamer
+from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList, TextStreamer
 
 from .model_folders import load_model, load_tokenizer
 from .tokenization import pair_tokenizer_with_model
@@ -66,7 +66,25 @@ def generate(
                 top_p=top_p if sampling else None,
                 pad_token_id=tokenizer.pad_token_id,
                 streamer=streamer,
+                logits_processor=LogitsProcessorList([FiniteScores(model_path)]),
             )
         samples.append(tokenizer.decode(output[0], skip_special_tokens=True))
         sys.stdout.flush()
     return samples
+
+
+class FiniteScores(LogitsProcessor):
+    """A clear error, instead of the sampler's, when a model's scores are not numbers: finite weights can still
+    overflow (a flipped exponent bit in a weights file makes one 1e36), and NaN logits cannot be sampled from."""
+
+    def __init__(self, model_path: str):
+        self.model_path = model_path
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # top-k and top-p filtering set -inf where a token is ruled out; NaN, +inf or a row with no token left are not.
+        if bool(scores.isnan().any() | scores.isposinf().any() | scores.isneginf().all(dim=-1).any()):
+            raise ValueError(
+                f"The model in {self.model_path!r} gives scores that are not numbers (NaN or infinite) at token "
+                f"{input_ids.shape[-1]}: its weights are damaged or training diverged. Save or download it again."
+            )
+        return scores

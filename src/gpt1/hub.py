@@ -7,9 +7,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-from transformers import AutoConfig
 
 from . import model as gpt1_model
+from .model_folders import check_model_folder, load_model, read_config
 from .reporting import MODEL_ID_LINE, MODEL_ID_PATTERN
 
 # What a shareable gpt1 folder holds; checkpoints, optimizer states, metrics and caches stay home.
@@ -53,6 +53,7 @@ def push_folder(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{str(folder)!r} is not a model folder (no config.json); train or save a model first.")
+    check_model_folder(folder)  # a damaged or hostile file is named here, not shared
     if api is None:
         if get_token() is None:
             raise ValueError(
@@ -104,12 +105,11 @@ def shared_files(folder: Path) -> list[Path]:
 
 def _with_resharded_weights(folder: Path, files: list[Path], staging: Path, max_shard_size: str | int) -> list[Path]:
     """`files` with the weights replaced by shards of at most `max_shard_size`, written into `staging`."""
-    config = AutoConfig.from_pretrained(folder)  # a local folder  # nosec B615
-    architecture = (config.architectures or ["GPT1ForCausalLM"])[0]
-    model_class = getattr(gpt1_model, architecture, None)
+    architecture = (read_config(str(folder)).get("architectures") or ["GPT1ForCausalLM"])[0]
+    model_class = getattr(gpt1_model, architecture, None) if architecture.startswith("GPT1") else None
     if model_class is None:
         raise ValueError(f"{str(folder)!r} holds a {architecture}, not a gpt1 model; it cannot be re-sharded here.")
-    model_class.from_pretrained(folder, dtype="auto").save_pretrained(staging, max_shard_size=max_shard_size)
+    load_model(model_class, str(folder), dtype="auto").save_pretrained(staging, max_shard_size=max_shard_size)
     kept = [path for path in files if not _is_weights(path.name)]
     shards = [path for path in staging.iterdir() if _is_weights(path.name)]
     return sorted(kept + shards)

@@ -108,6 +108,11 @@ class TrainConfig:
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.999, "AdamW beta2")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 = off)")
+    max_nonfinite_steps: int = option(
+        3,
+        "optimizer steps in a row whose loss or gradient norm may be NaN or infinite: each is skipped, the weights "
+        "left as they were and its batch saved to anomalies/, and one more stops the run (0: stop at the first)",
+    )
     mixed_precision: str = option("no", "no, bf16 or fp16")
     compile: str = option(
         "auto",
@@ -167,6 +172,10 @@ class TrainConfig:
         _check_positive(self, ("batch_size", "grad_accum", "max_steps", "eval_every", "save_every", "block_size"))
         if self.keep_checkpoints < 1:
             raise ValueError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}.")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(
+                f"--max-nonfinite-steps must be 0 (stop at the first) or more, got {self.max_nonfinite_steps}."
+            )
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError(
                 f"--early-stopping-patience must be at least 1 (evaluations in a row without a new lowest "

@@ -28,7 +28,8 @@ def write_loss_curve(run_dir: Path) -> Path | None:
     except ImportError as error:
         logger.warning("%s No loss-curve picture was drawn.", error)
         return None
-    return save_figure(plot_metrics(run_dir), run_dir / "loss_curve.png")
+    # Drawn during training: a damaged line of the logs is skipped (with a warning), never the end of the run.
+    return save_figure(plot_metrics(run_dir, strict=False), run_dir / "loss_curve.png")
 
 
 def model_reference(run_dir: Path, repo_id: str | None = None) -> str:

@@ -382,6 +382,12 @@ def use_task_template(tokenizer: PreTrainedTokenizerBase) -> None:
     )
 
 
+def token_id_count(tokenizer: PreTrainedTokenizerBase) -> int:
+    """How many ids the model must embed for `tokenizer`: its largest id plus one. Usually `len(tokenizer)`, but a
+    vocabulary with gaps gives ids past its length."""
+    return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+
+
 def pair_tokenizer_with_model(
     tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | GPT1Config
 ) -> PreTrainedTokenizerBase:
@@ -395,6 +401,11 @@ def pair_tokenizer_with_model(
             f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}: ids "
             f">= {config.vocab_size} have no embedding. Resize the model with "
             f"model.resize_token_embeddings(len(tokenizer)), or build it with GPT1Config(vocab_size={len(tokenizer)})."
+        )
+    if (ids := token_id_count(tokenizer)) > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer gives token id {ids - 1} but the model's vocab_size is {config.vocab_size}: ids "
+            f">= {config.vocab_size} have no embedding. Use the tokenizer the model was trained with."
         )
     tokenizer.model_max_length = config.n_positions
     return tokenizer

@@ -7,12 +7,16 @@ torchrun --nproc_per_node 2 -m gpt1 train ...
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
 import os
+import shlex
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,16 +26,21 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .anomalies import ANOMALIES, TrainingDivergedError, TrainingHealth
 from .checkpoints import (
     BEST_WEIGHTS,
+    FINISHED,
     TRAIN_CONFIG,
     TrainingProgress,
+    any_process,
     best_weights_step,
     check_resumable,
+    disk_full_error,
     drop_tied_copies,
     failpoint,
+    is_disk_full,
     latest_checkpoint,
     list_checkpoints,
     load_best_weights,
@@ -45,11 +54,13 @@ from .hub import push_folder
 from .metrics import METRICS, SAMPLES, restart_logs
 from .model import GPT1Config, GPT1ForCausalLM
 from .model.modeling_gpt1 import torch_compile_available
-from .model_folders import give_normal_permissions, load_model
+from .model_folders import give_normal_permissions, load_model, load_tokenizer
 from .options import COMPILE_PAYS_FROM_STEPS, TrainConfig
 from .overfitting import ValidationWatch
 from .reporting import write_loss_curve, write_model_card
+from .run_lock import RUN_LOCK, FolderInUseError, RunLock
 from .sources import check_folder_or_hub_repo
+from .stopping import StopSignals, TrainingStopped
 from .tokenization import TOKENIZER_KINDS, pair_tokenizer_with_model, train_tokenizer, vocabulary_coverage
 
 logger = logging.getLogger(__name__)
@@ -59,14 +70,16 @@ STREAM_SHUFFLE_BUFFER = 10_000  # blocks
 # training batches' worth) in batches this many times larger: fewer, fuller matrix multiplies, faster.
 EVAL_BATCH_MULTIPLE = 4
 STREAM_TOKENIZER_ROWS = 100_000
+FINAL_STAGING = ".tmp-final"  # the final folder's files are written here, then moved into place
 
-
-class TrainingDivergedError(RuntimeError):
-    pass
+__all__ = ["TrainConfig", "TrainingDivergedError", "TrainingStopped", "train"]
 
 
 def train(config: TrainConfig) -> Path:
-    """Train a GPT-1 as `config` says and return the output folder (a shareable HF model folder)."""
+    """Train a GPT-1 as `config` says and return the output folder (a shareable HF model folder).
+
+    One run per folder: the output folder is locked while the run lasts (`RunLock`). SIGTERM and SIGINT stop it
+    after the current step with a checkpoint, raising `TrainingStopped`; a second signal stops it at once."""
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(
         cpu=_distributed_on_cpu(),
@@ -79,8 +92,17 @@ def train(config: TrainConfig) -> Path:
     accelerator.register_save_state_pre_hook(drop_tied_copies)
     _check_fsdp(accelerator)
     set_seed(config.seed)
-    _claim_output_dir(output_dir, config, accelerator)
-    checkpoint = latest_checkpoint(output_dir) if config.resume else None
+    with contextlib.ExitStack() as held:
+        _lock_output_dir(accelerator, output_dir, held)
+        stop = held.enter_context(StopSignals("training"))
+        _claim_output_dir(output_dir, config, accelerator)
+        return _train(config, accelerator, output_dir, stop)
+    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions, this one never does
+
+
+def _train(config: TrainConfig, accelerator: Accelerator, output_dir: Path, stop: StopSignals) -> Path:
+    """The run itself, in its locked folder."""
+    checkpoint = _checkpoint_to_resume(config, output_dir)
 
     with accelerator.main_process_first():
         corpus = load_corpus(
@@ -129,13 +151,15 @@ def train(config: TrainConfig) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     progress, watch = TrainingProgress(), ValidationWatch()
+    main = accelerator.is_main_process
+    health = TrainingHealth(output_dir, config.max_nonfinite_steps, accelerator.process_index, main)
     # The scheduler is stepped by hand once per optimizer step (a prepared one steps once per process).
     # It, `progress` and `watch` (the best evaluation so far) are saved as JSON (TRAINER_STATE), not
     # registered with Accelerate, which would pickle them and unpickle them with weights_only=False: a
     # checkpoint must not be able to run code.
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        load_trainer_state(checkpoint, scheduler, progress, watch)
+        load_trainer_state(checkpoint, scheduler, progress, watch, health)
         accelerator.print(f"Resumed from {checkpoint} at step {progress.step}.")
     elif config.resume:
         accelerator.print(f"No checkpoint in {output_dir / 'checkpoints'}; starting from scratch.")
@@ -150,7 +174,11 @@ def train(config: TrainConfig) -> Path:
 
     if accelerator.is_main_process:
         restart_logs(output_dir, resumed_at_step=progress.step if checkpoint is not None else None)
+        ANOMALIES.restart(output_dir, resumed_at_step=progress.step if checkpoint is not None else None)
         restore_best_weights(checkpoint, output_dir)
+    if signals := _stop_signals(accelerator, stop):
+        last = latest_checkpoint(output_dir)
+        raise TrainingStopped(_stopped_message(signals, progress.step, config, last, started=False))
     _run(
         accelerator,
         config,
@@ -162,6 +190,8 @@ def train(config: TrainConfig) -> Path:
         tokenizer=tokenizer,
         progress=progress,
         watch=watch,
+        health=health,
+        stop=stop,
         output_dir=output_dir,
     )
 
@@ -170,23 +200,28 @@ def train(config: TrainConfig) -> Path:
     final_model = _gathered_model(accelerator, model)
     if accelerator.is_main_process:
         kept_step = _keep_final_weights(config, final_model, output_dir, watch, progress.step)
-        final_model.save_pretrained(output_dir)
-        give_normal_permissions(output_dir)
-        # The loss curve is already drawn: the last step always evaluates.
-        write_model_card(
-            output_dir,
-            final_model,
-            corpus.description,
-            progress.step,
-            progress.tokens_seen,
-            dataset_id=hub_dataset_id(config.dataset),
-            repo_id=config.push_to_hub,
-            weights_step=kept_step,
-            max_steps=config.max_steps,
-        )
+
+        def write_card() -> None:  # the loss curve is already drawn: the last step always evaluates
+            write_model_card(
+                output_dir,
+                final_model,
+                corpus.description,
+                progress.step,
+                progress.tokens_seen,
+                dataset_id=hub_dataset_id(config.dataset),
+                repo_id=config.push_to_hub,
+                weights_step=kept_step,
+                max_steps=config.max_steps,
+            )
+
+        _save_final_folder(output_dir, final_model, write_card, progress.step)
+        _write_finished(output_dir, progress.step, config.max_steps, kept_step)
         accelerator.print(_kept_line(output_dir, kept_step, watch))
         if config.push_to_hub:
             accelerator.print(f"Pushed to {push_folder(output_dir, config.push_to_hub)}")
+    # end_training destroys the process group: every process gets there together, none while another still
+    # writes the final folder (gloo can then wait forever on the other's connections).
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
 
@@ -203,96 +238,156 @@ def _run(
     tokenizer: PreTrainedTokenizerBase,
     progress: TrainingProgress,
     watch: ValidationWatch,
+    health: TrainingHealth,
+    stop: StopSignals,
     output_dir: Path,
 ) -> None:
     """The loop: optimizer steps until `config.max_steps` (or early stopping), evaluating, sampling, keeping
-    the best weights and checkpointing as it goes."""
+    the best weights and checkpointing as it goes; after a step during which a stop was asked for (on any
+    process), a checkpoint, then TrainingStopped."""
     train_loader, val_loader = loaders
     batches = _batches(accelerator, train_loader, progress)
-    bar = tqdm(
+    # Closed however the loop ends, so that its last line comes before what the run says next (an error included).
+    with tqdm(
         total=config.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="train"
-    )
-    tokens_per_step = config.batch_size * config.block_size * config.grad_accum * accelerator.num_processes
-    started, steps_timed = time.perf_counter(), 0
-    model.train()
-    while progress.step < config.max_steps:
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for _ in range(config.grad_accum):
-            input_ids = next(batches)
-            with accelerator.accumulate(model):
-                loss = training_forward(input_ids=input_ids, labels=input_ids).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-        step_loss = accelerator.reduce(loss_sum / config.grad_accum, reduction="mean").item()
-        if not math.isfinite(step_loss):
-            last = latest_checkpoint(output_dir)
-            raise TrainingDivergedError(
-                f"The training loss is {step_loss} at step {progress.step + 1}; stopping. "
-                + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
-                + " Lower --lr, use --grad-clip, or check the data."
+    ) as bar:
+        tokens_per_step = config.batch_size * config.block_size * config.grad_accum * accelerator.num_processes
+        started, steps_timed = time.perf_counter(), 0
+        model.train()
+        while progress.step < config.max_steps:
+            loss_sum = torch.zeros((), device=accelerator.device)
+            step_batches = []
+            for _ in range(config.grad_accum):
+                input_ids = next(batches)
+                step_batches.append(input_ids)
+                with accelerator.accumulate(model):
+                    loss = training_forward(input_ids=input_ids, labels=input_ids).loss
+                    accelerator.backward(loss)
+                loss_sum += loss.detach()
+            step_loss = accelerator.reduce(loss_sum / config.grad_accum, reduction="mean").item()
+            grad_norm = _gradient_norm(accelerator, model, config.grad_clip)
+            # A NaN or infinite gradient would make every weight NaN: skip that update. (With fp16 the gradient
+            # scaler skips the steps whose scaled gradients overflow, and finds its scale that way: only the loss
+            # counts.)
+            finite = math.isfinite(step_loss) and (
+                grad_norm is None or math.isfinite(grad_norm) or accelerator.scaler is not None
             )
-        scheduler.step()
-        progress.step += 1
-        failpoint("step", progress.step)
-        progress.tokens_seen += tokens_per_step
-        steps_timed += 1
-        tokens_per_s = steps_timed * tokens_per_step / (time.perf_counter() - started)
-        learning_rate = scheduler.get_last_lr()[0]
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            if finite:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            progress.step += 1
+            failpoint("step", progress.step)
+            position = {"epoch": progress.epoch, "batches_in_epoch": progress.batches_in_epoch}
+            try:
+                warnings = health.check(progress.step, step_loss, grad_norm, finite, step_batches, position)
+            except TrainingDivergedError as error:
+                last = latest_checkpoint(output_dir)  # the skipped steps left the weights as they were: it is good
+                raise TrainingDivergedError(
+                    f"{error} "
+                    + (f"The last checkpoint is {last}." if last else "No checkpoint was written yet.")
+                    + " Lower --lr, use --grad-clip, or check the data."
+                ) from None
+            for warning in warnings:
+                if accelerator.is_main_process:
+                    bar.write(f"Warning: {warning}")
+            progress.tokens_seen += tokens_per_step
+            steps_timed += 1
+            tokens_per_s = steps_timed * tokens_per_step / (time.perf_counter() - started)
+            learning_rate = scheduler.get_last_lr()[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", grad_norm=f"{grad_norm or math.nan:.2f}",
+                            lr=f"{learning_rate:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)  # fmt: skip
 
-        if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
-            eval_batches = config.eval_batches // _eval_batch_multiple(config.eval_batches)
-            val_loss = _evaluate(accelerator, model, val_loader, eval_batches)
-            record = {
-                "step": progress.step,
-                "train_loss": step_loss,
-                "val_loss": val_loss,
-                "val_perplexity": math.exp(min(val_loss, 50.0)),
-                "lr": learning_rate,
-                "tokens_per_s": tokens_per_s,
-                "tokens_seen": progress.tokens_seen,
-            }
-            accelerator.log(record, step=progress.step)
-            # Under FSDP every forward gathers the weights from all processes, so all of them sample, in step
-            # (synced_gpus); elsewhere the main process alone does.
-            fsdp = accelerator.distributed_type == DistributedType.FSDP
-            if accelerator.is_main_process or fsdp:
-                sample = _sample(accelerator.unwrap_model(model), tokenizer, config, synced=fsdp)
-            # Every process gets the same gathered val_loss, so the same verdict: they agree on new bests
-            # (which FSDP gathers collectively) and on stopping.
-            verdict = watch.update(progress.step, step_loss, val_loss, config.early_stopping_patience)
-            if verdict.new_best:
-                _save_best_weights(accelerator, model, output_dir, progress.step, val_loss)
-            if accelerator.is_main_process:
-                bar.write(
-                    f"step {progress.step}: train {step_loss:.4f}, val {val_loss:.4f} "
-                    f"(ppl {record['val_perplexity']:.2f})\n--- sample ---\n{sample}\n--------------"
+            if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
+                eval_batches = config.eval_batches // _eval_batch_multiple(config.eval_batches)
+                val_loss = _evaluate(accelerator, model, val_loader, eval_batches)
+                record = {
+                    "step": progress.step,
+                    "train_loss": step_loss,
+                    "val_loss": val_loss,
+                    "val_perplexity": math.exp(min(val_loss, 50.0)),
+                    "grad_norm": grad_norm,
+                    "lr": learning_rate,
+                    "tokens_per_s": tokens_per_s,
+                    "tokens_seen": progress.tokens_seen,
+                }
+                accelerator.log(record, step=progress.step)
+                # Under FSDP every forward gathers the weights from all processes, so all of them sample, in step
+                # (synced_gpus); elsewhere the main process alone does.
+                fsdp = accelerator.distributed_type == DistributedType.FSDP
+                if accelerator.is_main_process or fsdp:
+                    sample = _sample(accelerator.unwrap_model(model), tokenizer, config, synced=fsdp)
+                # Every process gets the same gathered val_loss, so the same verdict: they agree on new bests
+                # (which FSDP gathers collectively) and on stopping.
+                verdict = watch.update(progress.step, step_loss, val_loss, config.early_stopping_patience)
+                if verdict.new_best:
+                    _save_best_weights(accelerator, model, output_dir, progress.step, val_loss)
+                if accelerator.is_main_process:
+                    bar.write(
+                        f"step {progress.step}: train {step_loss:.4f}, val {val_loss:.4f} "
+                        f"(ppl {record['val_perplexity']:.2f})\n--- sample ---\n{sample}\n--------------"
+                    )
+                    if verdict.message:
+                        bar.write(verdict.message)
+                    METRICS.append(output_dir, record)
+                    SAMPLES.append(
+                        output_dir,
+                        {"step": progress.step, "train_loss": step_loss, "val_loss": val_loss,
+                         "prompt": config.sample_prompt, "text": sample},
+                    )  # fmt: skip
+                    write_loss_curve(output_dir)
+                model.train()
+                if verdict.stop:
+                    break
+            if progress.step >= config.max_steps:
+                break  # the final save follows, whether a stop was asked for or not
+            # Whether any process was asked to stop (a signal reaches the processes of a run at different moments):
+            # all of them stop after the same step.
+            stop_asked = _stop_signals(accelerator, stop)
+            if progress.step % config.save_every == 0 or stop_asked:
+                trainer_state = {
+                    "progress": progress.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "validation": watch.state_dict(),
+                    "health": health.state_dict(),
+                }
+                saved = save_checkpoint(
+                    accelerator, output_dir, progress.step, config.keep_checkpoints, trainer_state, _weight_bytes(model)
                 )
-                if verdict.message:
-                    bar.write(verdict.message)
-                METRICS.append(output_dir, record)
-                SAMPLES.append(
-                    output_dir,
-                    {"step": progress.step, "train_loss": step_loss, "val_loss": val_loss,
-                     "prompt": config.sample_prompt, "text": sample},
-                )  # fmt: skip
-                write_loss_curve(output_dir)
-            model.train()
-            if verdict.stop:
-                break
-        if progress.step % config.save_every == 0 and progress.step < config.max_steps:
-            trainer_state = {
-                "progress": progress.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "validation": watch.state_dict(),
-            }
-            save_checkpoint(accelerator, output_dir, progress.step, config.keep_checkpoints, trainer_state)
-    bar.close()
+                if stop_asked:
+                    raise TrainingStopped(_stopped_message(stop_asked, progress.step, config, saved, started=True))
+
+
+def _gradient_norm(accelerator: Accelerator, model: torch.nn.Module, grad_clip: float) -> float | None:
+    """The norm of the step's whole gradient, clipped to `grad_clip` when that is positive (measured all the same
+    when it is not: a spike in it is the first sign of a run going wrong); None where Accelerate does not say
+    (DeepSpeed clips inside its own engine)."""
+    norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    return float(norm) if norm is not None else None
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    """The bytes of the model's parameters (a tied matrix once)."""
+    return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+
+
+def _stop_signals(accelerator: Accelerator, stop: StopSignals) -> list[str]:
+    """The names of the stop signals the run's processes have received (a collective call): a signal reaches the
+    processes of a run at different moments, or one of them only, and all of them must stop after the same step."""
+    received = accelerator.gather(torch.tensor([stop.signal or 0], device=accelerator.device))
+    return sorted({signal.Signals(number).name for number in received.tolist() if number})
+
+
+def _stopped_message(signals: list[str], step: int, config: TrainConfig, checkpoint: Path | None, started: bool) -> str:
+    """What a stopped run says: where it stopped, what is saved, and the command that resumes it."""
+    command = ["gpt1", *sys.argv[1:]]
+    if sys.argv[1:2] != ["train"]:  # called from Python, or under a launcher
+        command = ["gpt1", "train", "--output-dir", config.output_dir]
+    resume = shlex.join(command if "--resume" in command else [*command, "--resume"])
+    when = f"after step {step:,} of {config.max_steps:,}" if started else f"before training (at step {step:,})"
+    saved = f"The checkpoint is {checkpoint}." if checkpoint is not None else "No checkpoint was written yet."
+    return f"Stopped by {' and '.join(signals)} {when}. {saved} Resume with: {resume}"
 
 
 def _batches(accelerator, loader, progress: TrainingProgress):
@@ -383,7 +478,7 @@ def _claim_output_dir(output_dir: Path, config: TrainConfig, accelerator: Accele
     A new run into an old run's folder would overwrite its model and mix its checkpoints and metrics
     with the new ones. `--resume` continues the folder's run; `--overwrite` deletes the folder first.
     """
-    held = sorted(entry.name for entry in output_dir.iterdir()) if output_dir.is_dir() else []
+    held = sorted(entry.name for entry in output_dir.iterdir() if entry.name != RUN_LOCK) if output_dir.is_dir() else []
     if not held or config.resume:
         return
     if not config.overwrite:
@@ -399,8 +494,97 @@ def _claim_output_dir(output_dir: Path, config: TrainConfig, accelerator: Accele
         )
     if accelerator.is_main_process:
         accelerator.print(f"--overwrite: deleting the run in {output_dir} before starting.")
-        shutil.rmtree(output_dir)
+        for entry in output_dir.iterdir():  # all but this run's lock
+            if entry.name == RUN_LOCK:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     accelerator.wait_for_everyone()
+
+
+def _lock_output_dir(accelerator: Accelerator, output_dir: Path, held: contextlib.ExitStack) -> None:
+    """One run per folder: the main process takes the folder's RunLock until the run ends, and every process
+    learns whether it could (the others would otherwise wait for it forever)."""
+    refused: FolderInUseError | None = None
+    if accelerator.is_main_process:
+        lock = RunLock(output_dir)
+        try:
+            held.enter_context(lock)
+        except FolderInUseError as error:
+            refused = error
+        else:
+            if stale := lock.stale_message():
+                accelerator.print(stale)
+    if any_process(accelerator, refused is not None):
+        raise refused or FolderInUseError(
+            f"--output-dir {str(output_dir)!r} is in use by another gpt1 run (the main process names it)."
+        )
+
+
+def _checkpoint_to_resume(config: TrainConfig, output_dir: Path) -> Path | None:
+    """The checkpoint `--resume` continues from (None: start from scratch); a clear error for a run that has
+    already finished its --max-steps, where there is nothing to resume."""
+    if not config.resume:
+        return None
+    finished = read_finished(output_dir)
+    if finished is not None and config.max_steps <= finished["max_steps"]:
+        early = " (stopped early)" if finished["step"] < finished["max_steps"] else ""
+        raise ValueError(
+            f"--resume: the run in {str(output_dir)!r} has finished: it trained to step {finished['step']:,} of "
+            f"--max-steps {finished['max_steps']:,}{early}, and its model is saved there. To train it further, raise "
+            f"--max-steps, or start a new run from its weights: gpt1 train --init-from {output_dir} --output-dir NEW."
+        )
+    return latest_checkpoint(output_dir)
+
+
+def _save_final_folder(output_dir: Path, model: PreTrainedModel, write_card, step: int) -> None:
+    """The finished model into the run folder: its files written into FINAL_STAGING, the card beside them, then
+    each moved into place. A full disk on the way removes what was written and stops with how much was needed;
+    the checkpoints stay as they were."""
+    staging = output_dir / FINAL_STAGING
+    moved: list[Path] = []
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        model.save_pretrained(staging)
+        failpoint("final-weights", step)
+        write_card()
+        failpoint("final-card", step)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, output_dir / path.name)
+            moved.append(output_dir / path.name)
+        staging.rmdir()
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in [*moved, output_dir / "README.md"]:
+            path.unlink(missing_ok=True)
+        last = latest_checkpoint(output_dir)
+        then = "What was written of the model is removed; " + (
+            f"the checkpoint {last.name} is intact: free some space and run the same command with --resume."
+            if last
+            else "no checkpoint was written: free some space and train again."
+        )
+        raise disk_full_error(error, output_dir, "the final model", _weight_bytes(model) + 2**20, then) from None
+    give_normal_permissions(output_dir)
+
+
+def read_finished(output_dir: Path) -> dict | None:
+    """The FINISHED record of a run folder (step, max_steps, weights_step), or None for a run not finished."""
+    path = output_dir / FINISHED
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    valid = isinstance(record, dict) and all(isinstance(record.get(key), int) for key in ("step", "max_steps"))
+    return record if valid else None
+
+
+def _write_finished(output_dir: Path, step: int, max_steps: int, weights_step: int) -> None:
+    """The run's last write: FINISHED says it ended (so that --resume refuses), atomically."""
+    temporary = output_dir / f".tmp-{FINISHED}"
+    temporary.write_text(json.dumps({"step": step, "max_steps": max_steps, "weights_step": weights_step}) + "\n")
+    os.replace(temporary, output_dir / FINISHED)
 
 
 def _check_fsdp(accelerator: Accelerator) -> None:
@@ -511,7 +695,7 @@ def _distributed_on_cpu() -> bool:
 
 def _tokenizer(config: TrainConfig, corpus: Corpus, output_dir: Path, resuming: bool) -> PreTrainedTokenizerBase:
     if resuming and (output_dir / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(output_dir)  # the run's own folder, not the Hub  # nosec B615
+        return load_tokenizer(str(output_dir))  # the run's own folder, checked as any other
     kind = next((kind for kind in TOKENIZER_KINDS if kind == config.tokenizer), None)
     if kind is not None:
         vocab_size = None if kind == "char" else config.vocab_size
@@ -528,7 +712,7 @@ def _tokenizer(config: TrainConfig, corpus: Corpus, output_dir: Path, resuming: 
             )
         return tokenizer
     check_folder_or_hub_repo(config.tokenizer, "tokenizer", " Pass bpe, char, word, a tokenizer folder or a Hub id.")
-    return AutoTokenizer.from_pretrained(config.tokenizer)  # the tokenizer the user names  # nosec B615
+    return load_tokenizer(config.tokenizer)  # the tokenizer the user names, its files checked first
 
 
 def _model(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

@@ -49,17 +49,18 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     return target
 
 
-def plot_metrics(path: str | Path, samples: int = SAMPLES_SHOWN) -> Figure:
+def plot_metrics(path: str | Path, samples: int = SAMPLES_SHOWN, strict: bool = True) -> Figure:
     """Train and validation loss against step (the gap between them shaded), learning rate on a second axis,
     and the step where validation loss stopped improving while training loss still fell, marked. When the
     run kept its samples (samples.jsonl beside metrics.jsonl), `samples` of them, from first to last, fill a
-    panel to the right, each lettered like its marker on the validation curve."""
+    panel to the right, each lettered like its marker on the validation curve. A line of the logs that is no
+    record is a ValueError naming it (`strict`, as `gpt1 plot-metrics` reads them), or is skipped with a warning."""
     plt = _pyplot()
     if samples < 0:
         raise ValueError(f"--samples must be 0 (the curve alone) or more, got {samples}.")
     run = Path(path)
-    records = METRICS.read(run)
-    shown = spread(SAMPLES.read(run, missing_ok=True), samples) if run.is_dir() and samples > 0 else []
+    records = METRICS.read(run, strict=strict)
+    shown = spread(SAMPLES.read(run, missing_ok=True, strict=strict), samples) if run.is_dir() and samples > 0 else []
     steps = [record["step"] for record in records]
     train = [record["train_loss"] for record in records]
     val = [record["val_loss"] for record in records]
@@ -95,7 +96,12 @@ def plot_metrics(path: str | Path, samples: int = SAMPLES_SHOWN) -> Figure:
     loss_axis.grid(alpha=0.3)
     rate_axis = loss_axis.twinx()
     rate_axis.plot(
-        steps, [record["lr"] for record in records], color="tab:green", linestyle=":", marker=".", label="learning rate"
+        steps,
+        [_number(record.get("lr")) for record in records],
+        color="tab:green",
+        linestyle=":",
+        marker=".",
+        label="learning rate",
     )
     rate_axis.set_ylabel("learning rate")
     lines = loss_axis.get_legend_handles_labels()
@@ -110,6 +116,11 @@ def plot_metrics(path: str | Path, samples: int = SAMPLES_SHOWN) -> Figure:
     else:
         figure.tight_layout()
     return figure
+
+
+def _number(value: float | None) -> float:
+    """A number of a log record that may be missing (null): NaN, which matplotlib leaves out of a line."""
+    return float("nan") if value is None else value
 
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
