@@ -15,8 +15,6 @@ import contextlib
 import json
 import math
 import os
-import shlex
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from .model_folders import check_gpt1_checkpoint, give_normal_permissions, load_
 from .options import RECIPES, FinetuneConfig, recipe_for
 from .reporting import write_finetune_card
 from .run_lock import RunLock
-from .stopping import StopSignals, TrainingStopped
+from .stopping import StopSignals, TrainingStopped, resume_command
 from .task_data import prepare_task
 from .tasks import add_task_tokens
 
@@ -117,11 +115,10 @@ def _finetune(config: FinetuneConfig, output_dir: Path, stop: StopSignals) -> Pa
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     if stop_callback.stopped_at is not None:
         step = stop_callback.stopped_at
-        command = ["gpt1", *sys.argv[1:]] if sys.argv[1:2] == ["finetune"] else ["gpt1", "finetune", "..."]
         raise TrainingStopped(
             f"Stopped by {stop.signal_name} after step {step:,} of {trainer.state.max_steps:,}. The checkpoint is "
             f"{output_dir / 'checkpoints' / f'checkpoint-{step}'}. Resume with: "
-            + shlex.join(command if "--resume" in command else [*command, "--resume"])
+            + resume_command("finetune", ["--model", config.model, "--output-dir", config.output_dir, "..."])
         )
     metrics = trainer.evaluate()  # the best model, reloaded at the end of training
     # evaluate() stamps the epoch training ended at; the model kept is the best epoch's.

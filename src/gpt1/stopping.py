@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -80,6 +82,13 @@ class StopSignals:
         _say(f"\ngpt1: {name} received again: stopping at once; the last complete checkpoint is kept.\n")
         signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
+
+
+def resume_command(command: str, fallback: list[str]) -> str:
+    """The command line that resumes a stopped run: the one that started it, plus --resume; `gpt1 COMMAND
+    *fallback` when gpt1 was called from Python or under a launcher, whose command line is not gpt1's."""
+    words = ["gpt1", *sys.argv[1:]] if sys.argv[1:2] == [command] else ["gpt1", command, *fallback]
+    return shlex.join(words if "--resume" in words else [*words, "--resume"])
 
 
 def _say(message: str) -> None:

@@ -13,10 +13,8 @@ import json
 import logging
 import math
 import os
-import shlex
 import shutil
 import signal
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -60,7 +58,7 @@ from .overfitting import ValidationWatch
 from .reporting import write_loss_curve, write_model_card
 from .run_lock import RUN_LOCK, FolderInUseError, RunLock
 from .sources import check_folder_or_hub_repo
-from .stopping import StopSignals, TrainingStopped
+from .stopping import StopSignals, TrainingStopped, resume_command
 from .tokenization import TOKENIZER_KINDS, pair_tokenizer_with_model, train_tokenizer, vocabulary_coverage
 
 logger = logging.getLogger(__name__)
@@ -381,10 +379,7 @@ def _stop_signals(accelerator: Accelerator, stop: StopSignals) -> list[str]:
 
 def _stopped_message(signals: list[str], step: int, config: TrainConfig, checkpoint: Path | None, started: bool) -> str:
     """What a stopped run says: where it stopped, what is saved, and the command that resumes it."""
-    command = ["gpt1", *sys.argv[1:]]
-    if sys.argv[1:2] != ["train"]:  # called from Python, or under a launcher
-        command = ["gpt1", "train", "--output-dir", config.output_dir]
-    resume = shlex.join(command if "--resume" in command else [*command, "--resume"])
+    resume = resume_command("train", ["--output-dir", config.output_dir])
     when = f"after step {step:,} of {config.max_steps:,}" if started else f"before training (at step {step:,})"
     saved = f"The checkpoint is {checkpoint}." if checkpoint is not None else "No checkpoint was written yet."
     return f"Stopped by {' and '.join(signals)} {when}. {saved} Resume with: {resume}"
